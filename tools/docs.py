@@ -91,7 +91,7 @@ def build_without_quarto(cfg):
     shutil.copy(cfg.nbs_path/'styles.css', work/'docs/styles.css')
     site = dict(site_name=quarto['website']['title'], site_description=cfg.description, docs_dir='docs',
                 site_dir=str(cfg.doc_path), use_directory_urls=False, nav=nav, extra_css=['styles.css'],
-                theme=dict(name='material', features=['navigation.sections', 'toc.integrate']),
+                theme=dict(name='material', features=['navigation.sections', 'toc.integrate'], font=False),
                 markdown_extensions=['admonition', 'tables', 'fenced_code', 'toc', 'pymdownx.superfences'],
                 plugins=['search', {'mkdocs-jupyter': dict(include_source=False, execute=False, ignore_h1_titles=True,
                          remove_tag_config=dict(remove_input_tags=['remove_input']))}])

@@ -1,0 +1,111 @@
+"The job runner end to end, through real papermill kernels: `mlsys run`, manifests, failures, resume, precedence."
+import json
+from pathlib import Path
+import nbformat
+import polars as pl
+import pytest
+from conftest import mlsys
+from mlsys import pipeline
+from mlsys.config import sha256_file
+from mlsys.data import example_table
+
+
+def _manifest(run_dir, stage='ingest'): return json.loads((Path(run_dir)/stage/'manifest.json').read_text())
+
+
+def _bad_csv(path, n_bad):
+    "The example table as CSV with `n_bad` rows whose tenure is not a number."
+    df = example_table().with_columns(pl.col('tenure').cast(pl.String))
+    df = df.with_columns(pl.when(pl.int_range(df.height) < n_bad).then(pl.lit('soon')).otherwise('tenure').alias('tenure'))
+    df.write_csv(path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def contract(tmp_path_factory):
+    "A contract inferred from the clean example table, saved as JSON."
+    from mlsys.data import infer_contract
+    p = tmp_path_factory.mktemp('c')/'contract.json'
+    infer_contract(example_table(), target='churn', id_column='rownames').save(p)
+    return p
+
+
+def test_run_writes_outputs_notebooks_and_manifest(home):
+    r = mlsys('run')
+    assert r.returncode == 0, r.stderr
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == home/'runs' and (run_dir/'run.json').exists()
+    m = _manifest(run_dir)
+    assert (m['stage'], m['status']) == ('ingest', 'succeeded')
+    assert m['started'] <= m['ended'] and m['versions']['mlsys'] and m['error'] is None
+    assert m['git_commit'] is None or len(m['git_commit']) == 40
+    roles = {o['role']: o for o in m['outputs']}
+    assert {'accepted', 'quarantine', 'violations', 'contract', 'notebook', 'notebook_html'} <= set(roles)
+    assert roles['accepted']['rows'] == 7043 and roles['quarantine']['rows'] == 0
+    for o in m['outputs']: assert sha256_file(o['path']) == o['sha256']
+    nb = nbformat.read(run_dir/'ingest'/'notebook.ipynb', as_version=4)
+    assert any('injected-parameters' in c.metadata.get('tags', []) for c in nb.cells)
+    assert '7043 rows: 7043 accepted' in (run_dir/'ingest'/'notebook.html').read_text()
+
+
+def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
+    "Two stages: the first fails, the second does not run; resume keeps the run and finishes both."
+    monkeypatch.setattr(pipeline, 'STAGES', {'ingest': '01_data.ipynb', 'again': '01_data.ipynb'})
+    data = _bad_csv(tmp_path/'batch.csv', n_bad=1000)
+    with pytest.raises(pipeline.StageFailed) as e:
+        pipeline.run_pipeline({'data': str(data), 'contract': str(contract), 'target': 'churn'})
+    msg = str(e.value)
+    assert '\n' not in msg and "stage 'ingest' failed in cell" in msg and 'DataError' in msg and 'above the limit' in msg
+    run_dir = next((home/'runs').iterdir())
+    m = _manifest(run_dir)
+    assert m['status'] == 'failed' and m['error'] == msg
+    assert not (run_dir/'ingest'/'accepted.parquet').exists()           # a refused batch writes nothing
+    assert not (run_dir/'again').exists()                                 # later stages did not run
+    nb = nbformat.read(run_dir/'ingest'/'notebook.ipynb', as_version=4)
+    assert any(o.get('ename') == 'DataError' for c in nb.cells for o in c.get('outputs', []))
+    assert (run_dir/'ingest'/'notebook.html').exists()
+
+    _bad_csv(data, n_bad=3)                                               # upstream fixes most of the batch
+    assert pipeline.run_pipeline(resume=run_dir) == run_dir
+    m = _manifest(run_dir)
+    assert m['status'] == 'succeeded' and m['rows'] == dict(input=7043, accepted=7040, quarantined=3)
+    first_end = _manifest(run_dir, 'again')['ended']
+    assert _manifest(run_dir, 'again')['status'] == 'succeeded'
+    pipeline.run_pipeline(resume=run_dir)                                 # nothing left to do
+    assert _manifest(run_dir, 'again')['ended'] == first_end
+
+
+def test_cli_failure_exit_status_and_message(home, tmp_path, contract):
+    r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}')
+    assert r.returncode == 1
+    assert r.stderr.strip().count('\n') == 0 and r.stderr.startswith("mlsys: stage 'ingest' failed in cell")
+
+
+def test_precedence_settings_env_flags_and_config(home, tmp_path, contract, monkeypatch):
+    "A batch with 3 bad rows of 7043: refused or accepted by the quarantine limit from env, config and --set."
+    data = _bad_csv(tmp_path/'b.csv', 3)
+    base = ['run', '-p', f'data={data}', '-p', f'contract={contract}']
+    assert mlsys(*base).returncode == 0                                   # settings.ini: 5% allows 3 rows
+    monkeypatch.setenv('MLSYS_DATA_MAX_QUARANTINE_FRACTION', '0')
+    assert mlsys(*base).returncode == 1                                   # the environment overrides the file
+    cfg = tmp_path/'job.yml'
+    cfg.write_text(f"params: {{target: churn, id_column: nope}}\nstages: {{ingest: {{id_column: rownames}}}}\n"
+                   f"settings: {{data.max_quarantine_fraction: 0.01}}\n")
+    r = mlsys(*base, '--config', cfg)                                     # the config overrides the environment
+    assert r.returncode == 0, r.stderr
+    m = _manifest(r.stdout.strip().splitlines()[-1])
+    assert m['parameters']['id_column'] == 'rownames' and m['parameters']['target'] == 'churn'
+    assert m['settings'] == {'data.max_quarantine_fraction': 0.01}
+    assert m['rows']['quarantined'] == 3
+    assert mlsys(*base, '--config', cfg, '--set', 'data.max_quarantine_fraction=0').returncode == 1   # flags win
+    r = mlsys(*base, '--config', cfg, '-p', 'id_column=customer', '--set', 'data.max_quarantine_fraction=0.5')
+    assert r.returncode == 0, r.stderr                                    # -p overrides both config sections
+    assert _manifest(r.stdout.strip().splitlines()[-1])['parameters']['id_column'] == 'customer'
+
+
+def test_cli_rejects_unknown_names(home):
+    for args, words in ((['--stages', 'ingest,train2'], 'unknown stages'), (['-p', 'targte=churn'], "['targte']"),
+                        (['--set', 'data.nope=1'], 'unknown setting'), (['-p', 'novalue'], 'key=value')):
+        r = mlsys('run', *args)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+    assert not (home/'runs').exists() or not any((home/'runs').iterdir())
