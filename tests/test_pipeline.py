@@ -46,6 +46,10 @@ def test_run_writes_outputs_notebooks_and_manifest(home):
     nb = nbformat.read(run_dir/'ingest'/'notebook.ipynb', as_version=4)
     assert any('injected-parameters' in c.metadata.get('tags', []) for c in nb.cells)
     assert '7043 rows: 7043 accepted' in (run_dir/'ingest'/'notebook.html').read_text()
+    f = _manifest(run_dir, 'features')                                    # the next stage read what ingest wrote
+    assert f['status'] == 'succeeded' and f['contract_hash'] == m['contract_hash']
+    assert {i['sha256'] for i in f['inputs']} == {roles['accepted']['sha256'], roles['contract']['sha256']}
+    assert f['split']['counts']['train'] + f['split']['counts']['valid'] + f['split']['counts']['test'] == 7043
 
 
 def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
@@ -76,7 +80,7 @@ def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, c
 
 
 def test_cli_failure_exit_status_and_message(home, tmp_path, contract):
-    r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}')
+    r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}', '-p', 'target=churn')
     assert r.returncode == 1
     assert r.stderr.strip().count('\n') == 0 and r.stderr.startswith("mlsys: stage 'ingest' failed in cell")
 
@@ -84,7 +88,7 @@ def test_cli_failure_exit_status_and_message(home, tmp_path, contract):
 def test_precedence_settings_env_flags_and_config(home, tmp_path, contract, monkeypatch):
     "A batch with 3 bad rows of 7043: refused or accepted by the quarantine limit from env, config and --set."
     data = _bad_csv(tmp_path/'b.csv', 3)
-    base = ['run', '-p', f'data={data}', '-p', f'contract={contract}']
+    base = ['run', '--stages', 'ingest', '-p', f'data={data}', '-p', f'contract={contract}']
     assert mlsys(*base).returncode == 0                                   # settings.ini: 5% allows 3 rows
     monkeypatch.setenv('MLSYS_DATA_MAX_QUARANTINE_FRACTION', '0')
     assert mlsys(*base).returncode == 1                                   # the environment overrides the file
