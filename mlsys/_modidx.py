@@ -36,6 +36,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlsys.data._no_violations': ('data.html#_no_violations', 'mlsys/data.py'),
                             'mlsys.data._parse_time': ('data.html#_parse_time', 'mlsys/data.py'),
                             'mlsys.data._split': ('data.html#_split', 'mlsys/data.py'),
+                            'mlsys.data._typed_csv': ('data.html#_typed_csv', 'mlsys/data.py'),
                             'mlsys.data.accepted_table': ('data.html#accepted_table', 'mlsys/data.py'),
                             'mlsys.data.as_polars': ('data.html#as_polars', 'mlsys/data.py'),
                             'mlsys.data.cast_columns': ('data.html#cast_columns', 'mlsys/data.py'),

@@ -113,3 +113,15 @@ def test_cli_rejects_unknown_names(home):
         r = mlsys('run', *args)
         assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
     assert not (home/'runs').exists() or not any((home/'runs').iterdir())
+
+
+def test_csv_without_contract_types_columns_for_all_stages(home, tmp_path):
+    "A contract inferred from a CSV has the CSV's types, so the features stage finds numbers to scale."
+    data = tmp_path/'customers.csv'
+    example_table().write_csv(data)
+    run_dir = pipeline.run_pipeline({'data': str(data), 'target': 'churn', 'id_column': 'rownames', 'split': 'random'})
+    contract = json.loads((run_dir/'ingest'/'contract.json').read_text())
+    assert contract['columns']['tenure']['dtype'] == 'int64' and contract['columns']['total_charges']['nullable']
+    spec = json.loads((run_dir/'features'/'spec.json').read_text())['transforms']
+    assert {t['column'] for t in spec if t['kind'] == 'numeric'} >= {'tenure', 'monthly_charges', 'total_charges'}
+    assert _manifest(run_dir, 'features')['split']['method'] == 'random'
