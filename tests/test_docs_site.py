@@ -1,6 +1,5 @@
 "The built docs site in a real headless browser (Debian's chromium): every page loads, shows API docs and outputs, logs no errors."
 import functools, http.server, shutil, threading
-from pathlib import Path
 import pytest
 from nbdev.config import nbpath2html
 from playwright.sync_api import sync_playwright

@@ -3,7 +3,7 @@ import datetime as dt, math
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from mlsys.data import ColumnRule, Contract
 from mlsys.features import (Aggregate, FeatureView, OnlineStore, check_parity, fit_features, point_in_time,
                             point_in_time_reference, split_rows)

@@ -93,8 +93,8 @@ def test_precedence_settings_env_flags_and_config(home, tmp_path, contract, monk
     monkeypatch.setenv('MLSYS_DATA_MAX_QUARANTINE_FRACTION', '0')
     assert mlsys(*base).returncode == 1                                   # the environment overrides the file
     cfg = tmp_path/'job.yml'
-    cfg.write_text(f"params: {{target: churn, id_column: nope}}\nstages: {{ingest: {{id_column: rownames}}}}\n"
-                   f"settings: {{data.max_quarantine_fraction: 0.01}}\n")
+    cfg.write_text("params: {target: churn, id_column: nope}\nstages: {ingest: {id_column: rownames}}\n"
+                   "settings: {data.max_quarantine_fraction: 0.01}\n")
     r = mlsys(*base, '--config', cfg)                                     # the config overrides the environment
     assert r.returncode == 0, r.stderr
     m = _manifest(r.stdout.strip().splitlines()[-1])

@@ -1,8 +1,6 @@
 "Properties of validation: valid tables pass whole; each single defect is quarantined under its rule; reruns agree."
 import csv, datetime as dt, io
-from pathlib import Path
 import polars as pl
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from mlsys.config import sha256_file
 from mlsys.data import ColumnRule, Contract, run_ingest, validate, write_validation
