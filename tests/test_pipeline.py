@@ -50,6 +50,10 @@ def test_run_writes_outputs_notebooks_and_manifest(home):
     assert f['status'] == 'succeeded' and f['contract_hash'] == m['contract_hash']
     assert {i['sha256'] for i in f['inputs']} == {roles['accepted']['sha256'], roles['contract']['sha256']}
     assert f['split']['counts']['train'] + f['split']['counts']['valid'] + f['split']['counts']['test'] == 7043
+    t = _manifest(run_dir, 'train')                                       # and training read the features
+    assert t['status'] == 'succeeded' and t['spec_hash'] == f['spec_hash']
+    assert {o['role'] for o in t['outputs']} >= {'best_checkpoint', 'last_checkpoint', 'metrics', 'hparams', 'learning_curves'}
+    assert set(t['metrics']['model']) == set(t['metrics']['baseline']) == {'valid', 'test'}
 
 
 def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
