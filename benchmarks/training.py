@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import lightning.pytorch as L
+
 from torchmetrics.classification import BinaryAUROC
 from mlsys.features import run_features
 from mlsys.train import EpochBatches, TabularData, TabularNet, finish_tracking, make_loggers, make_trainer
@@ -52,7 +52,7 @@ def lightning(dm, epochs, tracked, out, **kw):
     model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, max_epochs=epochs, **HP)
     loggers = make_loggers(out, 'bench', {}, mode='offline') if tracked else False
     lean = {} if tracked else dict(num_sanity_val_steps=0)
-    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked, patience=10**6,
+    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked, patience=10**6, progress=False,
                            deterministic=False, **lean, **kw)
     trainer.fit(model, datamodule=dm)
     if tracked: finish_tracking(loggers)

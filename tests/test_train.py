@@ -1,6 +1,5 @@
 "Training end to end in real processes: DDP on CPU with gloo, and a SIGKILL mid-run resumed to identical weights."
 import json, os, signal, subprocess, sys, textwrap, time
-from pathlib import Path
 import pytest
 import torch
 from mlsys.features import run_features
