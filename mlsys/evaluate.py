@@ -4,17 +4,38 @@
 
 # %% ../nbs/04_evaluate.ipynb #ade5bff4
 from __future__ import annotations
+import io, json, re, tempfile, time
+from pathlib import Path
 import numpy as np
 import polars as pl
+import torch
+from fastcore.basics import patch
 from sklearn import metrics as skm
+from .config import file_record, read_manifest, sha256_file, update_manifest, write_atomic, write_parquet_atomic
+from .data import accepted_table, job_columns
+from .features import FeatureSpec, OnlineFeatures
+from .train import TabularData, TabularNet, baseline_scores, features_dir, run_train
 
 # %% auto #0
-__all__ = ['binary_metrics', 'choose_threshold', 'bootstrap', 'calibration', 'slice_metrics', 'fairness_report']
+__all__ = ['DEFAULT_INTENDED_USE', 'binary_metrics', 'choose_threshold', 'bootstrap', 'calibration', 'slice_metrics',
+           'fairness_report', 'mitigate', 'column_weights', 'Explainer', 'plot_summary', 'plot_dependence',
+           'trained_dir', 'split_scores', 'raw_rows', 'evaluate_model', 'explain_model', 'plot_calibration',
+           'plot_selection_rates', 'model_card', 'card_html', 'run_evaluate']
 
 # %% ../nbs/04_evaluate.ipynb #cc8e4e44
-def binary_metrics(y:np.ndarray,      # 0/1 labels
-                   p:np.ndarray,      # predicted probabilities of 1
+def _roc_auc(y:np.ndarray, p:np.ndarray) -> float:
+    "ROC-AUC as the Mann-Whitney statistic of the scores' ranks (ties averaged): no curve, so cheap enough to bootstrap."
+    from scipy.stats import rankdata
+    n1 = int(y.sum()); n0 = len(y) - n1
+    return float((rankdata(p)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+_SCORE_METRICS = dict(roc_auc=_roc_auc, pr_auc=skm.average_precision_score, brier=lambda y, p: float(np.mean((p - y) ** 2)),
+                      log_loss=lambda y, p: float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))))
+
+def binary_metrics(y:np.ndarray,        # 0/1 labels
+                   p:np.ndarray,        # predicted probabilities of 1
                    threshold:float=0.5, # decision threshold for the confusion matrix
+                   scores=tuple(_SCORE_METRICS), # which threshold-free metrics to compute
                   ) -> dict:
     "ROC-AUC, PR-AUC, log loss, Brier score, and the confusion matrix with precision, recall and F1 at `threshold`."
     y, p = np.asarray(y).astype(int), np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
@@ -22,8 +43,7 @@ def binary_metrics(y:np.ndarray,      # 0/1 labels
     tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
     fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    return dict(roc_auc=skm.roc_auc_score(y, p), pr_auc=skm.average_precision_score(y, p), log_loss=skm.log_loss(y, p),
-                brier=skm.brier_score_loss(y, p), threshold=threshold, tp=tp, fp=fp, tn=tn, fn=fn, precision=prec,
+    return {k: _SCORE_METRICS[k](y, p) for k in scores} | dict(threshold=threshold, tp=tp, fp=fp, tn=tn, fn=fn, precision=prec,
                 recall=rec, f1=2 * prec * rec / max(prec + rec, 1e-12))
 
 # %% ../nbs/04_evaluate.ipynb #aa1c52f1
@@ -50,7 +70,7 @@ def bootstrap(y:np.ndarray, p:np.ndarray, threshold:float=0.5, n:int=500, alpha:
     for _ in range(n):
         i = rng.integers(0, len(y), len(y))
         if y[i].min() == y[i].max(): continue
-        m = binary_metrics(y[i], p[i], threshold)
+        m = binary_metrics(y[i], p[i], threshold, scores=[k for k in keys if k in _SCORE_METRICS])
         for k in keys: draws[k].append(m[k])
     point = binary_metrics(y, p, threshold)
     return {k: dict(value=point[k], low=float(np.quantile(v, alpha / 2)), high=float(np.quantile(v, 1 - alpha / 2)),
@@ -74,10 +94,10 @@ def _slice_keys(df:pl.DataFrame, column:str, bins:int) -> pl.Series:
 
 # %% ../nbs/04_evaluate.ipynb #8c8096fa
 def slice_metrics(df:pl.DataFrame, y:np.ndarray, p:np.ndarray, columns:list[str], threshold:float=0.5, bins:int=4,
-                  min_size:int=30, n_boot:int=200, seed:int=0) -> pl.DataFrame:
+                  min_size:int=30, n_boot:int=200, margin:float=0.05, seed:int=0) -> pl.DataFrame:
     "Metrics per slice of each column, flagged where ROC-AUC is significantly below the whole's."
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    overall, rows = skm.roc_auc_score(y, p), []
+    overall, rows = _roc_auc(y, p), []
     for c in columns:
         keys = _slice_keys(df, c, bins).to_numpy()
         for k in sorted(set(keys.tolist()), key=str):
@@ -85,7 +105,7 @@ def slice_metrics(df:pl.DataFrame, y:np.ndarray, p:np.ndarray, columns:list[str]
             row = dict(column=c, slice=str(k), n=int(m.sum()), positive_rate=float(y[m].mean()))
             if m.sum() >= min_size and 0 < y[m].sum() < m.sum():
                 ci = bootstrap(y[m], p[m], threshold, n_boot, seed=seed, keys=('roc_auc',))['roc_auc']
-                row |= dict(roc_auc=ci['value'], low=ci['low'], high=ci['high'], flagged=ci['high'] < overall)
+                row |= dict(roc_auc=ci['value'], low=ci['low'], high=ci['high'], flagged=ci['high'] < overall - margin)
             rows.append(row)
     return pl.DataFrame(rows, schema_overrides=dict(roc_auc=pl.Float64, low=pl.Float64, high=pl.Float64, flagged=pl.Boolean))
 
@@ -120,3 +140,331 @@ def fairness_report(y:np.ndarray, pred:np.ndarray, df:pl.DataFrame, columns:list
                            s['equalized_odds_difference'] <= gates.max_equalized_odds_difference)
         res[name] = dict(summary=s, by_group=pl.from_pandas(mf.by_group.reset_index()))
     return res
+
+# %% ../nbs/04_evaluate.ipynb #0e1db3c0
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+class _Scores(ClassifierMixin, BaseEstimator):
+    "A fitted 'estimator' that returns the score it is given: lets `ThresholdOptimizer` post-process any model's scores."
+    def __init__(self): self.fitted_ = True
+    def fit(self, X, y=None): return self
+    def predict(self, X): return np.asarray(X)[:, 0]
+
+# %% ../nbs/04_evaluate.ipynb #6603a457
+def mitigate(y_fit, p_fit, groups_fit:pl.DataFrame,    # validation labels, scores and sensitive columns (to fit on)
+             y, p, groups:pl.DataFrame,               # test labels, scores and sensitive columns (to report on)
+             threshold:float, constraint:str='demographic_parity', seed:int=0) -> dict:
+    "Group thresholds from fairlearn's `ThresholdOptimizer`: fairness gaps and accuracy before and after, on the test split."
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+    to = ThresholdOptimizer(estimator=_Scores(), constraints=constraint, prefit=True, predict_method='predict')
+    to.fit(np.asarray(p_fit)[:, None], np.asarray(y_fit).astype(int), sensitive_features=groups_fit.to_pandas())
+    y = np.asarray(y).astype(int)
+    single = choose_threshold(y_fit, p_fit, 'cost')   # equal costs: the one threshold with the best accuracy
+    preds = dict(before=(np.asarray(p) >= threshold).astype(int), best_single_threshold=(np.asarray(p) >= single).astype(int),
+                 after=to.predict(np.asarray(p)[:, None], sensitive_features=groups.to_pandas(), random_state=seed).astype(int))
+    g = groups.to_pandas()
+    res = {k: dict(accuracy=skm.accuracy_score(y, v), demographic_parity_difference=demographic_parity_difference(y, v, sensitive_features=g),
+                   equalized_odds_difference=equalized_odds_difference(y, v, sensitive_features=g)) for k, v in preds.items()}
+    return res | dict(constraint=constraint, accuracy_cost=res['best_single_threshold']['accuracy'] - res['after']['accuracy'])
+
+# %% ../nbs/04_evaluate.ipynb #9686f7e8
+def column_weights(spec:FeatureSpec, emb_dims:list[int]) -> tuple[list[str], np.ndarray]:
+    "The raw columns, and a matrix mapping each network input to the raw columns it comes from."
+    columns = spec.inputs
+    rows = [t for t in spec.numeric for _ in range(2)] + [t for t, d in zip(spec.categorical, emb_dims) for _ in range(d)]
+    w = np.zeros((len(rows), len(columns)))
+    for i, t in enumerate(rows):
+        src = [t.column, t.other] if t.kind == 'ratio' else [t.column]
+        for c in src: w[i, columns.index(c)] = 1 / len(src)
+    return columns, w
+
+# %% ../nbs/04_evaluate.ipynb #8d4b2a0b
+class Explainer:
+    "SHAP values of the network's logit per raw column: expected gradients over a background sample, integrated by quadrature."
+    def __init__(self, model, spec:FeatureSpec, background:tuple, steps:int=16):
+        from captum.attr import IntegratedGradients
+        self.model, self.spec, self.steps = model.eval(), spec, steps
+        self.columns, self.weights = column_weights(spec, [e.embedding_dim for e in model.embs])
+        with torch.no_grad(): self.background = self._inputs(*background)
+        self.base_value = float(self._logit(self.background).mean())
+        self._ig, self._online = IntegratedGradients(self._logit), OnlineFeatures(spec)
+    def _inputs(self, num, cat): return torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.model.embs)]], 1).detach()
+    def _logit(self, x): return self.model.mlp(x).squeeze(1)
+
+# %% ../nbs/04_evaluate.ipynb #d3d69feb
+@patch
+def values(self:Explainer, num:torch.Tensor, cat:torch.Tensor, chunk:int=256) -> np.ndarray:
+    "Contributions per raw column (rows × columns), in logit units."
+    k, out = len(self.background), []
+    for s in range(0, len(num), chunk):
+        x = self._inputs(num[s:s + chunk], cat[s:s + chunk])
+        a = self._ig.attribute(x.repeat_interleave(k, 0), self.background.repeat(len(x), 1), n_steps=self.steps,
+                               method='gausslegendre', internal_batch_size=32_768)
+        out.append(a.reshape(len(x), k, -1).mean(1).detach().numpy() @ self.weights)
+    return np.concatenate(out) if out else np.zeros((0, len(self.columns)))
+
+@patch
+def explain(self:Explainer, records:list[dict]) -> list[dict]:
+    "Per record: the base value, the logit, the probability and each raw column's contribution, largest first."
+    feats = [self._online(r) for r in records]
+    num, cat = torch.tensor([f[0] for f in feats], dtype=torch.float32), torch.tensor([f[1] for f in feats], dtype=torch.int64)
+    vals = self.values(num, cat)
+    with torch.no_grad(): logits = self.model(num, cat).numpy()
+    return [dict(base_value=self.base_value, logit=float(z), probability=float(1 / (1 + np.exp(-z))),
+                 contributions=dict(sorted(zip(self.columns, map(float, v)), key=lambda kv: -abs(kv[1]))))
+            for z, v in zip(logits, vals)]
+
+# %% ../nbs/04_evaluate.ipynb #08562b7f
+def _plot_values(df:pl.DataFrame, spec:FeatureSpec, columns:list[str]) -> np.ndarray:
+    "Raw values as numbers for plots: numbers as they are, categories as their vocabulary index (NaN when missing)."
+    vocab = {t.column: {v: i for i, v in enumerate(t.vocab, 1)} for t in spec.categorical if t.kind == 'category'}
+    cols = [df[c].cast(pl.String).replace_strict(vocab[c], default=None, return_dtype=pl.Float64) if c in vocab
+            else df[c].cast(pl.Float64) for c in columns]
+    return np.column_stack([c.fill_null(np.nan).to_numpy() for c in cols])
+
+@patch
+def explanation(self:Explainer, df:pl.DataFrame, num, cat):
+    "A `shap.Explanation` of the rows of `df` (raw columns) whose features are `num`, `cat`."
+    import shap
+    t0 = time.perf_counter(); v = self.values(num, cat)
+    return shap.Explanation(v, np.full(len(v), self.base_value), data=_plot_values(df, self.spec, self.columns),
+                            feature_names=self.columns, compute_time=time.perf_counter() - t0)
+
+# %% ../nbs/04_evaluate.ipynb #ebb1059f
+def plot_summary(expl, max_display:int=12):
+    "SHAP's beeswarm summary plot, as a figure."
+    import matplotlib.pyplot as plt, shap
+    plt.figure()   # beeswarm draws on the current figure
+    shap.plots.beeswarm(expl, max_display=max_display, show=False)
+    fig = plt.gcf(); fig.set_size_inches(7, 0.35 * min(max_display, expl.shape[1]) + 1.5); fig.tight_layout()
+    return fig
+
+def plot_dependence(expl, df:pl.DataFrame, top:int=4):
+    "Contribution against raw value for the `top` columns by mean |SHAP| (categories as a box per value)."
+    import matplotlib.pyplot as plt
+    order = np.argsort(-np.abs(expl.values).mean(0))[:top]
+    fig, axes = plt.subplots(1, len(order), figsize=(3.2 * len(order), 2.8), squeeze=False)
+    for ax, j in zip(axes[0], order):
+        name, v, raw = expl.feature_names[j], expl.values[:, j], df[expl.feature_names[j]]
+        if raw.dtype == pl.String:
+            cats = sorted(raw.drop_nulls().unique().to_list())[:12]
+            ax.boxplot([v[(raw == c).fill_null(False).to_numpy()] for c in cats], tick_labels=cats); ax.tick_params('x', rotation=45)
+        else: ax.scatter(raw.cast(pl.Float64).to_numpy(), v, s=4, alpha=0.5)
+        ax.set_title(name, fontsize=9); ax.axhline(0, color='gray', lw=0.5)
+    axes[0][0].set_ylabel('SHAP value (logit)'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/04_evaluate.ipynb #0d3ed652
+def trained_dir(run_dir=None, fdir=None, target:str='churn', **train_kw) -> Path:
+    "The train stage's folder of the run, or a short training run of its own in a temporary folder."
+    if run_dir and (d := Path(run_dir)/'train').joinpath('checkpoints', 'best.ckpt').exists(): return d
+    d = Path(tempfile.mkdtemp(prefix='mlsys-train-'))
+    run_train(fdir, d, target, search={}, hparams=dict(hidden=32), trials=0, **(dict(max_epochs=4) | train_kw))
+    return d
+
+# %% ../nbs/04_evaluate.ipynb #22413eae
+@torch.no_grad()
+def split_scores(model, dm:TabularData) -> dict[str, np.ndarray]:
+    "The network's probabilities of the positive class for every split."
+    model.eval()
+    return {s: model(t[0], t[1]).sigmoid().numpy().astype(np.float64) for s, t in dm.tensors.items()}
+
+def raw_rows(table:pl.DataFrame, feats:pl.DataFrame, id_column:str|None) -> pl.DataFrame:
+    "The accepted rows in the order of the features table, with its `split` column."
+    if id_column and id_column in feats.columns:
+        return feats.select(id_column, 'split').join(table, on=id_column, how='left', maintain_order='left')
+    if table.height != feats.height: raise ValueError("without an id column, the accepted table and the features must align row by row")
+    return table.with_columns(feats['split'])
+
+# %% ../nbs/04_evaluate.ipynb #452dfc8d
+def evaluate_model(y:dict, p:dict, p_base:dict, test_rows:pl.DataFrame, sensitive:list[str], policy:str='f1',
+                   cost_fp:float=1.0, cost_fn:float=1.0, n_boot:int=500, slice_columns:list|None=None,
+                   mitigation:str|None='demographic_parity', valid_rows:pl.DataFrame|None=None, settings:dict|None=None, seed:int=0) -> dict:
+    "Metrics with intervals beside the baseline's, calibration, slices, fairness and mitigation; `y`, `p` by split."
+    th = choose_threshold(y['valid'], p['valid'], policy, cost_fp, cost_fn)
+    th_base = choose_threshold(y['valid'], p_base['valid'], policy, cost_fp, cost_fn)
+    yt, pt = y['test'], p['test']
+    ev = dict(policy=dict(name=policy, cost_fp=cost_fp, cost_fn=cost_fn), threshold=th, baseline_threshold=th_base,
+              n=dict(valid=len(y['valid']), test=len(yt), positive_rate_test=float(np.mean(yt))),
+              metrics=dict(model=bootstrap(yt, pt, th, n_boot, seed=seed), baseline=bootstrap(yt, p_base['test'], th_base, n_boot, seed=seed)),
+              confusion=dict(model=binary_metrics(yt, pt, th), baseline=binary_metrics(yt, p_base['test'], th_base)),
+              calibration=calibration(yt, pt).to_dicts(),
+              slices=slice_metrics(test_rows, yt, pt, slice_columns or [], th, seed=seed).to_dicts())
+    fair = fairness_report(yt, pt >= th, test_rows, sensitive, settings) if sensitive else {}
+    ev['fairness'] = {k: dict(summary=v['summary'], by_group=v['by_group'].to_dicts()) for k, v in fair.items()}
+    ev['fairness_passed'] = all(v['summary']['passed'] for v in fair.values())
+    if mitigation and sensitive and valid_rows is not None:
+        ev['mitigation'] = mitigate(y['valid'], p['valid'], valid_rows.select(sensitive), yt, pt, test_rows.select(sensitive), th, mitigation, seed)
+    return ev
+
+# %% ../nbs/04_evaluate.ipynb #b52f1174
+def explain_model(model, dm:TabularData, test_rows:pl.DataFrame, rows:int=500, background:int=50, seed:int=0):
+    "The explainer, a `shap.Explanation` of up to `rows` test rows, those rows, and a summary."
+    g = torch.Generator().manual_seed(seed)
+    num, cat, _ = dm.tensors['train']; bg = torch.randperm(len(num), generator=g)[:background]
+    ex = Explainer(model, dm.spec, (num[bg], cat[bg]))
+    num, cat, _ = dm.tensors['test']; pick = torch.randperm(len(num), generator=g)[:rows].sort().values
+    expl = ex.explanation(test_rows[pick.numpy()], num[pick], cat[pick])
+    with torch.no_grad(): logit = model(num[pick], cat[pick]).numpy()
+    err = np.abs(ex.base_value + expl.values.sum(1) - logit)
+    imp = sorted(zip(ex.columns, np.abs(expl.values).mean(0).tolist()), key=lambda kv: -kv[1])
+    return ex, expl, test_rows[pick.numpy()], dict(rows=len(pick), background=background, base_value=ex.base_value, importance=dict(imp),
+                          additivity_max_error=float(err.max()), additivity_median_error=float(np.median(err)),
+                          ms_per_row=expl.compute_time / max(len(pick), 1) * 1e3)
+
+# %% ../nbs/04_evaluate.ipynb #46ad30dd
+def plot_calibration(ev:dict):
+    "Observed rate against mean prediction per bin (the diagonal is perfect calibration)."
+    import matplotlib.pyplot as plt
+    cal = pl.DataFrame(ev['calibration'])
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.plot([0, 1], [0, 1], color='gray', lw=0.8, ls='--'); ax.plot(cal['predicted'], cal['observed'], marker='o')
+    ax.set_xlabel('mean predicted probability'); ax.set_ylabel('observed rate'); ax.set_title('calibration (test)')
+    fig.tight_layout(); return fig
+
+def plot_selection_rates(ev:dict):
+    "Selection rate and true-positive rate per group of each sensitive column."
+    import matplotlib.pyplot as plt
+    fair = ev['fairness']
+    fig, axes = plt.subplots(1, max(len(fair), 1), figsize=(3.4 * max(len(fair), 1), 3), squeeze=False)
+    for ax, (name, r) in zip(axes[0], fair.items()):
+        g = pl.DataFrame(r['by_group']); keys = [c for c in g.columns if c not in _group_metrics()]
+        labels = [' & '.join(map(str, row)) for row in g.select(keys).rows()]
+        x = np.arange(len(g)); ax.bar(x - 0.2, g['selection_rate'], 0.4, label='selection rate')
+        ax.bar(x + 0.2, g['true_positive_rate'], 0.4, label='true-positive rate')
+        ax.set_xticks(x, labels, rotation=30, ha='right', fontsize=7); ax.set_title(f"{name}: {'pass' if r['summary']['passed'] else 'FAIL'}", fontsize=9)
+    axes[0][0].legend(fontsize=7); fig.tight_layout(); return fig
+
+# %% ../nbs/04_evaluate.ipynb #7c96b670
+def _fmt(m:dict) -> str: return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+
+def _metric_table(ev:dict) -> str:
+    "The model's and the baseline's test metrics with intervals, as a Markdown table."
+    rows = [f"| {k} | {_fmt(ev['metrics']['model'][k])} | {_fmt(ev['metrics']['baseline'][k])} |" for k in ev['metrics']['model']]
+    return '\n'.join(['| metric (test) | model [95% CI] | baseline [95% CI] |', '|---|---|---|', *rows])
+
+def _slice_table(ev:dict) -> str:
+    "The flagged slices, as a Markdown table."
+    flagged = [s for s in ev['slices'] if s.get('flagged')]
+    if not flagged: return 'No slice is significantly worse than the whole test split.'
+    return '\n'.join(['| column | slice | rows | ROC-AUC [95% CI] |', '|---|---|---|---|',
+                      *[f"| {s['column']} | {s['slice']} | {s['n']} | {s['roc_auc']:.3f} [{s['low']:.3f}, {s['high']:.3f}] |" for s in flagged]])
+
+def _fairness_table(ev:dict) -> str:
+    "Fairness gaps and gate results per sensitive column, as a Markdown table."
+    rows = [f"| {k} | {v['summary']['demographic_parity_difference']:.3f} | {v['summary']['equalized_odds_difference']:.3f} | "
+            f"{'pass' if v['summary']['passed'] else '**fail**'} |" for k, v in ev['fairness'].items()]
+    return '\n'.join(['| sensitive columns | demographic-parity difference | equalized-odds difference | gate |', '|---|---|---|---|', *rows])
+
+# %% ../nbs/04_evaluate.ipynb #06c740e5
+def _limitations(ev:dict, shap_summary:dict) -> list[str]:
+    "What the figures say the model should not be trusted with."
+    out = [f"{s['column']} = {s['slice']}: ROC-AUC {s['roc_auc']:.3f}, significantly below the whole." for s in ev['slices'] if s.get('flagged')]
+    out += [f"Fairness gate failed on {k} (DP difference {v['summary']['demographic_parity_difference']:.3f}, "
+            f"EO difference {v['summary']['equalized_odds_difference']:.3f})." for k, v in ev['fairness'].items() if not v['summary']['passed']]
+    m, b = ev['metrics']['model']['roc_auc'], ev['metrics']['baseline']['roc_auc']
+    if m['low'] <= b['value']: out.append(f"The network's ROC-AUC ({m['value']:.3f}) is not significantly above the baseline's ({b['value']:.3f}).")
+    cal = ev['calibration']; gap = max(abs(c['predicted'] - c['observed']) for c in cal)
+    out.append(f"Largest calibration gap between predicted and observed rates in a bin: {gap:.3f}.")
+    out.append(f"Evaluated on {ev['n']['test']} test rows: intervals are wide for small slices, and slices under 30 rows are not tested.")
+    out.append("SHAP values assume independent columns and explain the logit, not causes; correlated columns share credit.")
+    return out
+
+# %% ../nbs/04_evaluate.ipynb #eede4a22
+def model_card(ev:dict, shap_summary:dict, lineage:dict, intended_use:str, plots:dict[str, str]) -> str:
+    "The model card, in Markdown; `plots` maps a name to an image path relative to the card."
+    img = lambda k: f"![{k}]({plots[k]})" if k in plots else ''
+    mit = ev.get('mitigation')
+    top = list(shap_summary['importance'].items())[:8]
+    return '\n\n'.join([
+        f"# Model card: {lineage.get('run_id', 'model')}",
+        f"## Intended use\n\n{intended_use}",
+        "## Training data and contract\n\n" + '\n'.join(f"- {k}: `{v}`" for k, v in lineage.items()),
+        f"## Metrics\n\nDecision threshold {ev['threshold']:.4f}, chosen on the validation split by the `{ev['policy']['name']}` policy"
+        f" (baseline: {ev['baseline_threshold']:.4f}). {ev['n']['test']} test rows, positive rate {ev['n']['positive_rate_test']:.3f}."
+        f" Intervals: bootstrap percentile, 95%.\n\n{_metric_table(ev)}\n\n{img('calibration')}",
+        f"## Slices\n\n{_slice_table(ev)}",
+        f"## Fairness\n\n{_fairness_table(ev)}\n\n{img('fairness')}" + (
+            f"\n\nMitigation (`ThresholdOptimizer`, {mit['constraint']}, fitted on validation, reported on test): accuracy "
+            f"{mit['best_single_threshold']['accuracy']:.3f} with the best single threshold → {mit['after']['accuracy']:.3f} (cost {mit['accuracy_cost']:.3f}; "
+            f"{mit['before']['accuracy']:.3f} at the policy's threshold); DP difference "
+            f"{mit['before']['demographic_parity_difference']:.3f} → {mit['after']['demographic_parity_difference']:.3f}; EO difference "
+            f"{mit['before']['equalized_odds_difference']:.3f} → {mit['after']['equalized_odds_difference']:.3f}. Reported, not applied." if mit else ''),
+        "## Explanations\n\nMean |SHAP| (logit units) over " + f"{shap_summary['rows']} test rows, by raw column:\n\n"
+        + '\n'.join(['| column | mean abs SHAP |', '|---|---|', *[f'| {k} | {v:.4f} |' for k, v in top]])
+        + f"\n\nAdditivity: base value + contributions matches the logit within {shap_summary['additivity_max_error']:.4f}"
+        f" (median {shap_summary['additivity_median_error']:.4f}); {shap_summary['ms_per_row']:.1f} ms per explained row.\n\n{img('shap_summary')}\n\n{img('shap_dependence')}",
+        "## Limitations\n\n" + '\n'.join(f'- {x}' for x in _limitations(ev, shap_summary)),
+    ]) + '\n'
+
+# %% ../nbs/04_evaluate.ipynb #bff798b7
+def card_html(markdown_text:str, folder:Path) -> str:
+    "The card as one HTML page, with its images (paths relative to `folder`) inlined."
+    import base64, mistune
+    body = mistune.create_markdown(plugins=['table'])(markdown_text)
+    def inline(m): return f'src="data:image/png;base64,{base64.b64encode((Path(folder)/m.group(1)).read_bytes()).decode()}"'
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    style = 'body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}img{max-width:100%}'
+    return f'<!doctype html><html><head><meta charset="utf-8"><title>Model card</title><style>{style}</style></head><body>{body}</body></html>'
+
+# %% ../nbs/04_evaluate.ipynb #2670f0e1
+def run_evaluate(run_dir=None, out=None, data=None, contract=None, target=None, id_column=None, time_column=None,
+                 sensitive_columns=None, policy:str='f1', cost_fp:float=1.0, cost_fn:float=1.0, n_boot:int=500,
+                 mitigation:str|None='demographic_parity', explain_rows:int=500, background_rows:int=50,
+                 intended_use:str='', settings:dict|None=None, seed:int=0) -> dict:
+    "The evaluate job: score, evaluate, explain; write metrics, tables, plots, the model card and the manifest."
+    roles = job_columns(data, target=target, id_column=id_column, time_column=time_column, sensitive_columns=sensitive_columns)
+    fdir = features_dir(run_dir, data=data, contract=contract, **roles)
+    tdir = trained_dir(run_dir, fdir, roles['target'])
+    out = Path(out or tempfile.mkdtemp()); (out/'plots').mkdir(parents=True, exist_ok=True)
+    positive = json.loads((tdir/'hparams.json').read_text())['positive']
+    model = TabularNet.load_from_checkpoint(tdir/'checkpoints'/'best.ckpt', weights_only=True).eval()
+    dm = TabularData(fdir, roles['target'], positive=positive)
+    feats = pl.read_parquet(fdir/'features.parquet')
+    rows = raw_rows(accepted_table(run_dir, data, contract, **roles)[0], feats, roles['id_column'])
+    split_rows_ = {s: rows.filter(pl.col('split') == s) for s in ('valid', 'test')}
+    y = {s: t[2].numpy() for s, t in dm.tensors.items()}
+    ev = evaluate_model(y, split_scores(model, dm), baseline_scores(dm), split_rows_['test'], roles['sensitive_columns'],
+                        policy, cost_fp, cost_fn, n_boot, dm.spec.inputs, mitigation, split_rows_['valid'], settings, seed)
+    ex, expl, explained, shap_summary = explain_model(model, dm, split_rows_['test'], explain_rows, background_rows, seed)
+    return _write_evaluation(out, ev, expl, shap_summary, explained, fdir, tdir, run_dir, intended_use)
+
+# %% ../nbs/04_evaluate.ipynb #efd77e7d
+def _write_evaluation(out:Path, ev, expl, shap_summary, explained_rows, fdir:Path, tdir:Path, run_dir, intended_use:str) -> dict:
+    "Write the evaluation's files, the model card and the manifest; the evaluation as a dict."
+    import matplotlib.pyplot as plt
+    figs = dict(calibration=plot_calibration(ev), fairness=plot_selection_rates(ev), shap_summary=plot_summary(expl),
+                shap_dependence=plot_dependence(expl, explained_rows))
+    plots = {}
+    for k, f in figs.items():
+        buf = io.BytesIO(); f.savefig(buf, format='png', dpi=110); plt.close(f)
+        write_atomic(out/'plots'/f'{k}.png', buf.getvalue()); plots[k] = f'plots/{k}.png'
+    fm, tm = read_manifest(fdir), read_manifest(tdir)
+    lineage = dict(run_id=Path(run_dir).name if run_dir else tdir.name, contract_sha256=fm.get('contract_hash'),
+                   feature_spec_sha256=fm.get('spec_hash'), features_sha256=sha256_file(fdir/'features.parquet'),
+                   checkpoint_sha256=sha256_file(tdir/'checkpoints'/'best.ckpt'), split=json.dumps(fm.get('split', {}).get('counts', fm.get('split'))),
+                   code_commit=tm.get('git_commit'))
+    ev = ev | dict(explanations=shap_summary, lineage=lineage)
+    md = model_card(ev, shap_summary, lineage, intended_use or DEFAULT_INTENDED_USE, plots)
+    shap_table = pl.DataFrame(expl.values, schema=[f'shap_{c}' for c in expl.feature_names])
+    files = dict(metrics=write_atomic(out/'metrics.json', json.dumps(ev, indent=2, default=float)),
+                 slices=write_atomic(out/'slices.csv', pl.DataFrame(ev['slices']).write_csv()),
+                 fairness_by_group=write_atomic(out/'fairness_by_group.csv', _by_group_csv(ev)),
+                 shap_values=write_parquet_atomic(shap_table, out/'shap_values.parquet'),
+                 model_card=write_atomic(out/'model_card.md', md), model_card_html=write_atomic(out/'model_card.html', card_html(md, out)))
+    ins = [file_record(tdir/'checkpoints'/'best.ckpt', 'checkpoint'), file_record(fdir/'features.parquet', 'features'), file_record(fdir/'spec.json', 'spec')]
+    update_manifest(out, inputs=ins, outputs=[file_record(p, r) for r, p in files.items()] + [file_record(out/p, k) for k, p in plots.items()],
+                    threshold=ev['threshold'], fairness_passed=ev['fairness_passed'], metrics={k: v['value'] for k, v in ev['metrics']['model'].items()})
+    return ev
+
+def _by_group_csv(ev:dict) -> str:
+    "Every sensitive grouping's per-group metrics in one CSV."
+    frames = [pl.DataFrame(v['by_group']).with_columns(pl.concat_str(pl.exclude('count', 'selection_rate', 'true_positive_rate',
+              'false_positive_rate', 'accuracy').cast(pl.String), separator=' & ').alias('group')).select('group', 'count', 'selection_rate',
+              'true_positive_rate', 'false_positive_rate', 'accuracy').with_columns(sensitive=pl.lit(k)) for k, v in ev['fairness'].items()]
+    empty = pl.DataFrame(schema=dict(group=pl.String, **{k: pl.Float64 for k in _group_metrics()}, sensitive=pl.String))
+    return pl.concat(frames or [empty]).write_csv()
+
+DEFAULT_INTENDED_USE = ("Scores the probability that a customer churns, to rank customers for a retention offer reviewed by people."
+                        " Not for decisions that deny a service or set a price, and not for populations unlike the training data.")

@@ -19,7 +19,7 @@ __all__ = ['STAGES', 'COMMON_PARAMETERS', 'stage_notebook', 'stage_parameters', 
            'IPCKernelManager', 'StageFailed', 'run_stage', 'run_pipeline', 'parser', 'main', 'cli']
 
 # %% ../nbs/09_pipeline.ipynb #aec09a8e
-STAGES = {'ingest': '01_data.ipynb', 'features': '02_features.ipynb', 'train': '03_train.ipynb'}
+STAGES = {'ingest': '01_data.ipynb', 'features': '02_features.ipynb', 'train': '03_train.ipynb', 'evaluate': '04_evaluate.ipynb'}
 COMMON_PARAMETERS = ('data', 'target', 'id_column', 'time_column', 'sensitive_columns', 'contract')
 
 def stage_notebook(stage:str) -> Path:

@@ -22,8 +22,8 @@ for _name in ('lightning.pytorch', 'lightning.fabric'): logging.getLogger(_name)
 
 # %% auto #0
 __all__ = ['LONG_RUN_STEPS', 'EpochBatches', 'TabularData', 'TabularNet', 'AtomicCheckpointIO', 'make_trainer', 'make_loggers',
-           'finish_tracking', 'fit', 'tune', 'baseline', 'evaluate_split', 'features_dir', 'run_train',
-           'plot_learning_curves']
+           'finish_tracking', 'fit', 'tune', 'baseline_scores', 'baseline', 'evaluate_split', 'features_dir',
+           'run_train', 'plot_learning_curves']
 
 # %% ../nbs/03_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -222,19 +222,21 @@ def tune(dm:TabularData, out, space:dict, fixed:dict, trials:int=4, epochs:int=3
     return study
 
 # %% ../nbs/03_train.ipynb #4cad7d10
-def baseline(dm:TabularData) -> dict:
-    "Fit a logistic regression on the training split; its AUROC, average precision and log loss per split."
+def baseline_scores(dm:TabularData) -> dict[str, np.ndarray]:
+    "Fit a logistic regression on the training split; its probabilities of the positive class for every split."
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
     from sklearn.preprocessing import OneHotEncoder
     enc = OneHotEncoder(handle_unknown='ignore').fit(dm.tensors['train'][1].numpy())
     X = {s: np.hstack([t[0].numpy(), enc.transform(t[1].numpy()).toarray()]) for s, t in dm.tensors.items()}
     clf = LogisticRegression(max_iter=2000).fit(X['train'], dm.tensors['train'][2].numpy())
-    res = {}
-    for s in ('valid', 'test'):
-        y, p = dm.tensors[s][2].numpy(), clf.predict_proba(X[s])[:, 1]
-        res[s] = dict(auroc=roc_auc_score(y, p), ap=average_precision_score(y, p), log_loss=log_loss(y, p))
-    return res
+    return {s: clf.predict_proba(x)[:, 1] for s, x in X.items()}
+
+def baseline(dm:TabularData) -> dict:
+    "The baseline's AUROC, average precision and log loss on the validation and test splits."
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+    p = baseline_scores(dm)
+    return {s: dict(auroc=roc_auc_score(y, p[s]), ap=average_precision_score(y, p[s]), log_loss=log_loss(y, p[s]))
+            for s in ('valid', 'test') for y in [dm.tensors[s][2].numpy()]}
 
 # %% ../nbs/03_train.ipynb #527c03d2
 @torch.no_grad()

@@ -54,6 +54,16 @@ def test_run_writes_outputs_notebooks_and_manifest(home):
     assert t['status'] == 'succeeded' and t['spec_hash'] == f['spec_hash']
     assert {o['role'] for o in t['outputs']} >= {'best_checkpoint', 'last_checkpoint', 'metrics', 'hparams', 'learning_curves'}
     assert set(t['metrics']['model']) == set(t['metrics']['baseline']) == {'valid', 'test'}
+    e = _manifest(run_dir, 'evaluate')                                    # and evaluation read the best checkpoint
+    assert e['status'] == 'succeeded'
+    best = next(o for o in t['outputs'] if o['role'] == 'best_checkpoint')
+    assert {'role': 'checkpoint', 'sha256': best['sha256']}.items() <= next(i for i in e['inputs'] if i['role'] == 'checkpoint').items()
+    ev = json.loads((run_dir/'evaluate'/'metrics.json').read_text())
+    assert set(ev['fairness']) == {'female', 'senior_citizen', 'female & senior_citizen'}
+    assert ev['lineage']['run_id'] == run_dir.name and ev['lineage']['feature_spec_sha256'] == f['spec_hash']
+    assert ev['explanations']['additivity_max_error'] < 0.05 and ev['explanations']['rows'] > 0
+    card = (run_dir/'evaluate'/'model_card.html').read_text()
+    assert 'Intended use' in card and card.count('data:image/png;base64,') == 4
 
 
 def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
