@@ -19,7 +19,8 @@ __all__ = ['STAGES', 'COMMON_PARAMETERS', 'stage_notebook', 'stage_parameters', 
            'IPCKernelManager', 'StageFailed', 'run_stage', 'run_pipeline', 'parser', 'main', 'cli']
 
 # %% ../nbs/09_pipeline.ipynb #aec09a8e
-STAGES = {'ingest': '01_data.ipynb', 'features': '02_features.ipynb', 'train': '03_train.ipynb', 'evaluate': '04_evaluate.ipynb'}
+STAGES = {'ingest': '01_data.ipynb', 'features': '02_features.ipynb', 'train': '03_train.ipynb', 'evaluate': '04_evaluate.ipynb',
+          'export': '05_export.ipynb', 'register': '06_registry.ipynb'}
 COMMON_PARAMETERS = ('data', 'target', 'id_column', 'time_column', 'sensitive_columns', 'contract')
 
 def stage_notebook(stage:str) -> Path:
@@ -166,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run_command)
     s = sub.add_parser('stages', help='list the stages and their notebooks')
     s.set_defaults(func=lambda a: print('\n'.join(f'{k}\t{stage_notebook(k)}' for k in STAGES)) or 0)
+    from mlsys.registry import add_registry_commands
+    add_registry_commands(sub)
     return p
 
 def main(argv:list[str]|None=None) -> int:

@@ -8,6 +8,7 @@ from conftest import mlsys
 from mlsys import pipeline
 from mlsys.config import sha256_file
 from mlsys.data import example_table
+from mlsys.registry import Registry
 
 
 def _manifest(run_dir, stage='ingest'): return json.loads((Path(run_dir)/stage/'manifest.json').read_text())
@@ -64,6 +65,17 @@ def test_run_writes_outputs_notebooks_and_manifest(home):
     assert ev['explanations']['additivity_max_error'] < 0.05 and ev['explanations']['rows'] > 0
     card = (run_dir/'evaluate'/'model_card.html').read_text()
     assert 'Intended use' in card and card.count('data:image/png;base64,') == 4
+    x = _manifest(run_dir, 'export')                                      # the export joined features and network
+    assert x['status'] == 'succeeded' and x['parity']['passed'] and x['contract_hash'] == m['contract_hash']
+    model = next(o for o in x['outputs'] if o['role'] == 'model')
+    d = json.loads((run_dir/'register'/'decision.json').read_text())      # and the run was registered, through the gates
+    reg = Registry(home/'registry')
+    v = reg.show('churn', d['to_version'])
+    assert v['run_id'] == run_dir.name and v['artifacts']['model']['sha256'] == model['sha256']
+    assert v['lineage']['feature_spec_sha256'] == f['spec_hash'] and v['metrics']['roc_auc'] == ev['metrics']['model']['roc_auc']['value']
+    assert {g['gate'] for g in d['gates']} == {'parity', 'fairness', 'latency'}          # no incumbent: absolute gates only
+    assert d['promoted'] == all(g['passed'] for g in d['gates'])
+    assert reg.history('churn')[-1]['action'] == ('promote' if d['promoted'] else 'held')
 
 
 def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
