@@ -168,7 +168,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('stages', help='list the stages and their notebooks')
     s.set_defaults(func=lambda a: print('\n'.join(f'{k}\t{stage_notebook(k)}' for k in STAGES)) or 0)
     from mlsys.registry import add_registry_commands
-    add_registry_commands(sub)
+    from mlsys.serve import add_serve_commands
+    add_registry_commands(sub); add_serve_commands(sub)
     return p
 
 def main(argv:list[str]|None=None) -> int:

@@ -1,0 +1,131 @@
+"""The server under load, side by side in one run, and batch scoring against raw onnxruntime.
+
+1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
+   uvicorn that returns a constant (the HTTP floor), and `mlsys serve` with an exported model. Server pinned to core 0,
+   wrk to core 1. P50/P95/P99 latency and requests per second, and the ratios to the floor.
+2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
+   checked the way the server does), for the overhead ratio.
+3. Cold start (launch to ready) and resident memory of `mlsys serve`.
+4. Batch scoring rows/s (`score_file` on a parquet file) beside onnxruntime on the same arrays, prepared in memory.
+
+    python benchmarks/serve.py [--seconds 10] [--rows 500000]
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
+import httpx
+import numpy as np
+warnings.filterwarnings('ignore')
+BIN = Path(sys.executable).parent
+
+FLOOR = """
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+async def predict(request):
+    await request.body()
+    return Response(b'{"ok":true}', media_type='application/json')
+app = Starlette(routes=[Route('/v1/predict', predict, methods=['POST'])])
+"""
+
+LUA = """
+wrk.method = "POST"
+wrk.body = io.open("%s"):read("*a")
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%f %%f %%f %%d %%d %%d\\n", latency:percentile(50), latency:percentile(95),
+           latency:percentile(99), summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.timeout))
+end
+"""
+
+
+def port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def start(args, ready, env=None):
+    "Launch a server pinned to core 0; the process and its seconds until `ready()`."
+    t0 = time.perf_counter()
+    p = subprocess.Popen(['taskset', '-c', '0', *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while True:
+        try:
+            if ready(): return p, time.perf_counter() - t0
+        except httpx.TransportError: pass
+        if p.poll() is not None: raise RuntimeError(p.stderr.read().decode())
+        time.sleep(0.01)
+
+
+def wrk(url, lua, conns, seconds):
+    out = subprocess.run(['taskset', '-c', '1', 'wrk', '-t1', f'-c{conns}', f'-d{seconds}s', '-s', lua, url],
+                         capture_output=True, text=True).stdout
+    p50, p95, p99, n, dur, errors = out.split('RESULT ')[1].split()
+    return dict(p50=float(p50) / 1e3, p95=float(p95) / 1e3, p99=float(p99) / 1e3, rps=int(n) / (int(dur) / 1e6), errors=int(errors))
+
+
+def median_us(f, n=3000):
+    for _ in range(200): f()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
+def main(seconds, rows):
+    if not shutil.which('wrk'): sys.exit('wrk is needed: apt-get install wrk')
+    from mlsys.export import run_export
+    from mlsys.serve import LoadedModel, parse_records, score_file, warmup_record, model_inputs
+    from mlsys.data import example_table
+    import polars as pl
+    tmp = Path(tempfile.mkdtemp())
+    run_export(out=tmp/'export', repeats=10)
+    model_path = tmp/'export'/'model.onnx'
+    m = LoadedModel(model_path.read_bytes(), 'bench')
+    rec = example_table().drop('churn').row(0, named=True)
+    body = json.dumps(rec).encode(); (tmp/'body.json').write_bytes(body)
+    (tmp/'post.lua').write_text(LUA % (tmp/'body.json'))
+    (tmp/'floor_app.py').write_text(FLOOR)
+
+    cols, _ = parse_records(body, m)
+    raw = median_us(lambda: m.predict(cols))
+    parsed = median_us(lambda: m.predict(parse_records(body, m)[0]))
+    print(f"in-process, one record: onnxruntime on prepared arrays {raw:.1f} us; JSON parse + contract check + arrays + run {parsed:.1f} us\n")
+
+    env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/'home'))
+    results = {}
+    for name, args_of in (('floor (Starlette constant)', lambda p: [str(BIN/'uvicorn'), 'floor_app:app', '--app-dir', str(tmp), '--port', str(p),
+                                                                     '--log-level', 'warning', '--no-access-log']),
+                          ('mlsys serve', lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)])):
+        p = port(); url = f'http://127.0.0.1:{p}'
+        ready = ((lambda: httpx.get(url + '/readyz', timeout=1).status_code == 200) if 'mlsys' in name else
+                 (lambda: httpx.post(url + '/v1/predict', content=body, timeout=1).status_code == 200))
+        proc, took = start(args_of(p), ready, env)
+        try:
+            if 'mlsys' in name:
+                rss = int(Path(f'/proc/{proc.pid}/status').read_text().split('VmRSS:')[1].split()[0]) / 1024
+                print(f"mlsys serve cold start: {took:.2f} s to ready; {rss:.0f} MB resident once ready\n")
+            wrk(url + '/v1/predict', str(tmp/'post.lua'), 1, 2)          # warm-up
+            results[name] = {c: wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds) for c in (1, 8, 32)}
+        finally: proc.terminate(); proc.wait()
+    floor = results['floor (Starlette constant)']
+    print(f"{'server':28s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'errors':>6s} {'p50/floor':>9s} {'rps/floor':>9s}")
+    for name, rs in results.items():
+        for c, r in rs.items():
+            print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} {r['errors']:6d} "
+                  f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
+    print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: {results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
+
+    big = example_table().drop('churn').sample(rows, with_replacement=True, seed=0)
+    big.write_parquet(tmp/'big.parquet')
+    t0 = time.perf_counter(); counts = score_file(tmp/'big.parquet', tmp/'scored', model=str(model_path), chunk_rows=100_000)
+    scored = time.perf_counter() - t0
+    m_all = LoadedModel(model_path.read_bytes(), 'bench', threads=os.cpu_count())
+    arrays = model_inputs(m_all, big.cast({c: pl.Float64 for c, t in m_all.inputs if not t}))
+    t0 = time.perf_counter(); m_all.predict(arrays); raw_batch = time.perf_counter() - t0
+    print(f"\nbatch scoring {rows:,} rows: score_file {rows / scored:,.0f} rows/s ({counts['scored']:,} scored, {counts['quarantined']} quarantined); "
+          f"onnxruntime on prepared arrays {rows / raw_batch:,.0f} rows/s; ratio {raw_batch / scored:.2f}")
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--seconds', type=int, default=10)
+    ap.add_argument('--rows', type=int, default=500_000)
+    main(**vars(ap.parse_args()))
