@@ -113,7 +113,8 @@ def main(seconds, rows):
                   f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
     print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: {results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
 
-    big = example_table().drop('churn').sample(rows, with_replacement=True, seed=0)
+    big = (example_table().drop('churn').sample(rows, with_replacement=True, seed=0)   # fresh ids: the contract's key is unique
+           .with_columns(rownames=pl.int_range(1, rows + 1, dtype=pl.Int64)))
     big.write_parquet(tmp/'big.parquet')
     t0 = time.perf_counter(); counts = score_file(tmp/'big.parquet', tmp/'scored', model=str(model_path), chunk_rows=100_000)
     scored = time.perf_counter() - t0

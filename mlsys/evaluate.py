@@ -13,14 +13,14 @@ from fastcore.basics import patch
 from sklearn import metrics as skm
 from .config import file_record, read_manifest, sha256_file, update_manifest, write_atomic, write_parquet_atomic
 from .data import accepted_table, job_columns
-from .features import FeatureSpec, OnlineFeatures
+from .features import FeatureSpec, OnlineFeatures, Transform
 from .train import TabularData, TabularNet, baseline_scores, features_dir, run_train
 
 # %% auto #0
 __all__ = ['DEFAULT_INTENDED_USE', 'binary_metrics', 'choose_threshold', 'bootstrap', 'calibration', 'slice_metrics',
-           'fairness_report', 'mitigate', 'column_weights', 'Explainer', 'plot_summary', 'plot_dependence',
-           'trained_dir', 'split_scores', 'raw_rows', 'evaluate_model', 'explain_model', 'plot_calibration',
-           'plot_selection_rates', 'model_card', 'card_html', 'run_evaluate']
+           'fairness_report', 'mitigate', 'column_weights', 'Explainer', 'explainer_from_artifacts', 'plot_summary',
+           'plot_dependence', 'trained_dir', 'split_scores', 'raw_rows', 'evaluate_model', 'explain_model',
+           'plot_calibration', 'plot_selection_rates', 'model_card', 'card_html', 'run_evaluate']
 
 # %% ../nbs/04_evaluate.ipynb #cc8e4e44
 def _roc_auc(y:np.ndarray, p:np.ndarray) -> float:
@@ -184,7 +184,7 @@ class Explainer:
     "SHAP values of the network's logit per raw column: expected gradients over a background sample, integrated by quadrature."
     def __init__(self, model, spec:FeatureSpec, background:tuple, steps:int=16):
         from captum.attr import IntegratedGradients
-        self.model, self.spec, self.steps = model.eval(), spec, steps
+        self.model, self.spec, self.steps, self.background_features = model.eval(), spec, steps, background
         self.columns, self.weights = column_weights(spec, [e.embedding_dim for e in model.embs])
         with torch.no_grad(): self.background = self._inputs(*background)
         self.base_value = float(self._logit(self.background).mean())
@@ -214,6 +214,14 @@ def explain(self:Explainer, records:list[dict]) -> list[dict]:
     return [dict(base_value=self.base_value, logit=float(z), probability=float(1 / (1 + np.exp(-z))),
                  contributions=dict(sorted(zip(self.columns, map(float, v)), key=lambda kv: -abs(kv[1]))))
             for z, v in zip(logits, vals)]
+
+# %% ../nbs/04_evaluate.ipynb #99cdcc8a
+def explainer_from_artifacts(checkpoint:bytes, spec_json:bytes|str, background_json:bytes|str) -> Explainer:
+    "An `Explainer` from a checkpoint's bytes, a feature spec's JSON and a background sample's JSON (no pickle anywhere)."
+    net = TabularNet.load_from_checkpoint(io.BytesIO(checkpoint), weights_only=True, map_location='cpu')
+    spec = FeatureSpec([Transform(**t) for t in json.loads(spec_json)['transforms']])
+    bg = json.loads(background_json)
+    return Explainer(net, spec, (torch.tensor(bg['num'], dtype=torch.float32), torch.tensor(bg['cat'], dtype=torch.int64)))
 
 # %% ../nbs/04_evaluate.ipynb #08562b7f
 def _plot_values(df:pl.DataFrame, spec:FeatureSpec, columns:list[str]) -> np.ndarray:
@@ -428,10 +436,10 @@ def run_evaluate(run_dir=None, out=None, data=None, contract=None, target=None, 
     ev = evaluate_model(y, split_scores(model, dm), baseline_scores(dm), split_rows_['test'], roles['sensitive_columns'],
                         policy, cost_fp, cost_fn, n_boot, dm.spec.inputs, mitigation, split_rows_['valid'], settings, seed)
     ex, expl, explained, shap_summary = explain_model(model, dm, split_rows_['test'], explain_rows, background_rows, seed)
-    return _write_evaluation(out, ev, expl, shap_summary, explained, fdir, tdir, run_dir, intended_use)
+    return _write_evaluation(out, ev, expl, shap_summary, explained, fdir, tdir, run_dir, intended_use, ex.background_features)
 
 # %% ../nbs/04_evaluate.ipynb #efd77e7d
-def _write_evaluation(out:Path, ev, expl, shap_summary, explained_rows, fdir:Path, tdir:Path, run_dir, intended_use:str) -> dict:
+def _write_evaluation(out:Path, ev, expl, shap_summary, explained_rows, fdir:Path, tdir:Path, run_dir, intended_use:str, background) -> dict:
     "Write the evaluation's files, the model card and the manifest; the evaluation as a dict."
     import matplotlib.pyplot as plt
     figs = dict(calibration=plot_calibration(ev), fairness=plot_selection_rates(ev), shap_summary=plot_summary(expl),
@@ -452,6 +460,7 @@ def _write_evaluation(out:Path, ev, expl, shap_summary, explained_rows, fdir:Pat
                  slices=write_atomic(out/'slices.csv', pl.DataFrame(ev['slices']).write_csv()),
                  fairness_by_group=write_atomic(out/'fairness_by_group.csv', _by_group_csv(ev)),
                  shap_values=write_parquet_atomic(shap_table, out/'shap_values.parquet'),
+                 explain_background=write_atomic(out/'explain_background.json', json.dumps(dict(num=background[0].tolist(), cat=background[1].tolist()))),
                  model_card=write_atomic(out/'model_card.md', md), model_card_html=write_atomic(out/'model_card.html', card_html(md, out)))
     ins = [file_record(tdir/'checkpoints'/'best.ckpt', 'checkpoint'), file_record(fdir/'features.parquet', 'features'), file_record(fdir/'spec.json', 'spec')]
     update_manifest(out, inputs=ins, outputs=[file_record(p, r) for r, p in files.items()] + [file_record(out/p, k) for k, p in plots.items()],

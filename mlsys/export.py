@@ -19,7 +19,7 @@ from .train import TabularNet, features_dir
 logging.getLogger('torch.onnx').setLevel(logging.ERROR)   # the exporter's notes on torchvision ops this model does not use
 
 # %% auto #0
-__all__ = ['VARIANT_FILES', 'Scorer', 'network_graph', 'model_graph', 'session', 'metadata', 'check_model_parity', 'latency',
+__all__ = ['VARIANT_FILES', 'Scorer', 'network_graph', 'model_graph', 'session', 'metadata', 'check_model_parity', 'latencies',
            'quantize', 'int8_report', 'ship_decision', 'ParityError', 'run_export']
 
 # %% ../nbs/05_export.ipynb #731c751b
@@ -81,17 +81,21 @@ def check_model_parity(model:onnx.ModelProto|bytes, spec:FeatureSpec, net:Tabula
     return dict(rows=len(rows), max_abs_diff=diff, tolerance=tol, passed=diff <= tol)
 
 # %% ../nbs/05_export.ipynb #4d51a9c1
-def latency(model, inputs:dict, batch:int, repeats:int=200) -> dict:
-    "Median milliseconds per `session.run` at `batch` rows (inputs cycled), and rows per second."
-    s, n = session(model), len(next(iter(inputs.values())))
-    feeds = [{k: np.resize(v, (batch,) + v.shape[1:]) if n < batch else v[i:i + batch] for k, v in inputs.items()}
-             for i in range(0, max(n - batch, 0) + 1, max(batch, 1))][:8]
-    for f in feeds: s.run(None, f)
-    times = []
-    for r in range(repeats):
-        t0 = time.perf_counter(); s.run(None, feeds[r % len(feeds)]); times.append(time.perf_counter() - t0)
-    ms = statistics.median(times) * 1e3
-    return dict(batch=batch, ms=ms, rows_per_s=batch / ms * 1e3)
+def _feeds(inputs:dict, batch:int) -> list[dict]:
+    "Up to 8 different input batches of `batch` rows (rows repeated when there are fewer)."
+    n = len(next(iter(inputs.values())))
+    return [{k: np.resize(v, (batch,) + v.shape[1:]) if n < batch else v[i:i + batch] for k, v in inputs.items()}
+            for i in range(0, max(n - batch, 0) + 1, max(batch, 1))][:8]
+
+def latencies(models:dict, inputs:dict, batch:int, repeats:int=200) -> dict[str, dict]:
+    "Median milliseconds per `session.run` of each model at `batch` rows, measured interleaved, and rows per second."
+    sessions, feeds = {k: session(m) for k, m in models.items()}, _feeds(inputs, batch)
+    times = {k: [] for k in models}
+    for r in range(repeats + 5):
+        for k, s in sessions.items():
+            t0 = time.perf_counter(); s.run(None, feeds[r % len(feeds)]); dt = time.perf_counter() - t0
+            if r >= 5: times[k].append(dt)          # the first rounds warm up
+    return {k: dict(batch=batch, ms=(ms := statistics.median(t) * 1e3), rows_per_s=batch / ms * 1e3) for k, t in times.items()}
 
 # %% ../nbs/05_export.ipynb #88bb050a
 class _Calibration:
@@ -120,12 +124,10 @@ def quantize(model_path:Path, out:Path, calibration:dict) -> dict[str, Path]:
 def int8_report(paths:dict[str, Path], inputs:dict, y:np.ndarray, batches=(1, 1024), repeats:int=200) -> dict:
     "Size, latency per batch size and test ROC-AUC of each variant (`fp32` first)."
     from mlsys.evaluate import binary_metrics
-    rep = {}
-    for k, p in paths.items():
-        prob = session(p).run(['probability'], inputs)[0]
-        rep[k] = dict(bytes=Path(p).stat().st_size, roc_auc=binary_metrics(y, prob, scores=['roc_auc'])['roc_auc'],
-                      latency={str(b): latency(p, inputs, b, repeats) for b in batches})
-    return rep
+    lat = {b: latencies(paths, inputs, b, repeats) for b in batches}
+    return {k: dict(bytes=Path(p).stat().st_size, latency={str(b): lat[b][k] for b in batches},
+                    roc_auc=binary_metrics(y, session(p).run(['probability'], inputs)[0], scores=['roc_auc'])['roc_auc'])
+            for k, p in paths.items()}
 
 def ship_decision(rep:dict, max_metric_drop:float, min_speedup:float=1.1) -> dict:
     "The variant to ship: the fastest int8 that is `min_speedup` times faster than fp32 at every batch size and within the metric drop; else fp32."

@@ -210,11 +210,22 @@ def _g_raw(g:_Graph, t:Transform, col) -> tuple[str, str]:
     return g.op('Where', miss, g.const(0.0), x), miss
 
 # %% ../nbs/02_features.ipynb #fbede822
-def _g_num(g:_Graph, t:Transform, col) -> list[str]:
-    "Graph of one numeric transform: scaled value and missing indicator."
-    x, miss = _g_raw(g, t, col)
-    x = g.op('Min', g.op('Max', g.op('Where', miss, g.const(t.median), x), g.const(t.lo)), g.const(t.hi))
-    return [g.op('Div', g.op('Sub', x, g.const(t.mean)), g.const(t.std)), g.op('Cast', miss, to=11)]
+def _g_nums(g:_Graph, ts:list[Transform], col) -> str:
+    "Graph of every numeric transform at once: a [batch, 2k] block of (scaled value, missing indicator) pairs."
+    plain, derived = [t for t in ts if t.kind == 'numeric'], [t for t in ts if t.kind != 'numeric']
+    parts, misses = [], []
+    if plain:                                        # the plain columns as one matrix: four ops for all of them
+        x = g.op('Concat', *[col(t.column) for t in plain], axis=1)
+        m = g.op('Or', g.op('IsNaN', x), g.op('IsInf', x))
+        parts.append(g.op('Where', m, g.const(0.0), x)); misses.append(m)
+    for t in derived: x, m = _g_raw(g, t, col); parts.append(x); misses.append(m)
+    order = plain + derived
+    vec = lambda a: g.const(np.array([[getattr(t, a) for t in order]]))
+    x, m = g.op('Concat', *parts, axis=1), g.op('Concat', *misses, axis=1)
+    x = g.op('Min', g.op('Max', g.op('Where', m, vec('median'), x), vec('lo')), vec('hi'))
+    both = g.op('Concat', g.op('Div', g.op('Sub', x, vec('mean')), vec('std')), g.op('Cast', m, to=11), axis=1)
+    pos = {id(t): i for i, t in enumerate(order)}
+    return g.op('Gather', both, g.const([j for t in ts for j in (pos[id(t)], len(order) + pos[id(t)])], np.int64), axis=1)
 
 def _g_cat(g:_Graph, t:Transform, col) -> str:
     "Graph of one category or bins transform: the int64 index."
@@ -234,7 +245,7 @@ def feature_graph(spec:FeatureSpec, opset:int=18):
     inputs = {c: helper.make_tensor_value_info(c, TensorProto.STRING if c in cat_cols else TensorProto.DOUBLE, ['batch', 1])
               for c in spec.inputs}
     col = lambda c: c
-    num = [o for t in spec.numeric for o in _g_num(g, t, col)]
+    num = [_g_nums(g, spec.numeric, col)] if spec.numeric else []
     cat = [_g_cat(g, t, col) for t in spec.categorical]
     g.nodes.append(helper.make_node('Concat', num or [g.const(np.zeros((1, 0)))], ['num'], axis=1))
     g.nodes.append(helper.make_node('Concat', cat or [g.const(np.zeros((1, 0), np.int64), np.int64)], ['cat'], axis=1))

@@ -269,7 +269,8 @@ def registry_command(a) -> int:
 # %% ../nbs/06_registry.ipynb #76683ff6
 RUN_ARTIFACTS = {'model': 'export/model.onnx', 'export_report': 'export/export.json', 'evaluation': 'evaluate/metrics.json',
                  'model_card': 'evaluate/model_card.md', 'model_card_html': 'evaluate/model_card.html', 'feature_spec': 'features/spec.json',
-                 'contract': 'ingest/contract.json', 'checkpoint': 'train/checkpoints/best.ckpt', 'hparams': 'train/hparams.json'}
+                 'contract': 'ingest/contract.json', 'checkpoint': 'train/checkpoints/best.ckpt', 'hparams': 'train/hparams.json',
+                 'explain_background': 'evaluate/explain_background.json'}
 
 def run_lineage(run_dir:Path) -> tuple[dict, dict]:
     "The lineage and the gate metrics of a finished run, from its stages' manifests and reports."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_serve.ipynb #4dd1adbc
 from __future__ import annotations
-import asyncio, hashlib, hmac, math, os, queue, sqlite3, threading, time, uuid
+import asyncio, hashlib, hmac, itertools, math, os, sqlite3, threading, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +14,8 @@ from .config import get_settings, home_dir
 
 # %% auto #0
 __all__ = ['LOG_SCHEMA', 'SERVE_FLAGS', 'LoadedModel', 'RequestError', 'parse_records', 'PredictionLog', 'model_source',
-           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'guard', 'read_body', 'openapi', 'app', 'create_app',
-           'add_serve_commands', 'serve_command', 'model_inputs', 'score_file', 'score_command']
+           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'guard', 'read_body', 'next_request_id', 'openapi',
+           'app', 'create_app', 'add_serve_commands', 'serve_command', 'model_inputs', 'score_file', 'score_command']
 
 # %% ../nbs/07_serve.ipynb #b508fd41
 class LoadedModel:
@@ -29,6 +29,9 @@ class LoadedModel:
         self.inputs = [(i.name, i.type == 'tensor(string)') for i in self.session.get_inputs()]
         self.threshold, self.positive = float(meta.get('threshold', 0.5)), meta.get('positive', 1)
         self.columns = self.contract['columns']
+        cats = (self.columns.get(self.contract.get('target') or '', {}) or {}).get('categories') or []
+        neg = next((c for c in cats if str(c) != str(self.positive)), None)
+        self.labels = (neg if neg is not None else f'not {self.positive}', self.positive)   # negative, positive
 
     def predict(self, cols:dict) -> np.ndarray:
         "Probabilities for input arrays `{name: (n, 1) array}`."
@@ -87,33 +90,28 @@ CREATE TABLE IF NOT EXISTS feedback(request_id TEXT NOT NULL, label TEXT NOT NUL
 
 class PredictionLog:
     "Predictions and feedback appended to SQLite by a background thread, in batches, off the request path."
-    def __init__(self, path, batch:int=512, interval:float=0.2):
-        self.path, self.batch, self.interval, self.q = Path(path), batch, interval, queue.SimpleQueue()
+    def __init__(self, path, interval:float=0.2):
+        self.path, self.interval, self.pending, self.stop = Path(path), interval, {'predictions': [], 'feedback': []}, threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path, timeout=60) as c: c.execute('PRAGMA journal_mode=WAL'); c.executescript(LOG_SCHEMA)
         self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True); self.thread.start()
 
-    def add(self, rows:list[tuple]): self.q.put(('predictions', rows))
-    def feedback(self, request_id:str, label): self.q.put(('feedback', [(request_id, str(label), time.time())]))
-    def close(self): self.q.put(None); self.thread.join(timeout=10)
+    def add(self, rows:list[tuple]): self.pending['predictions'].extend(rows)   # one list append: no lock, no wake-up
+    def feedback(self, request_id:str, label): self.pending['feedback'].append((request_id, str(label), time.time()))
+    def close(self): self.stop.set(); self.thread.join(timeout=10)
 
 # %% ../nbs/07_serve.ipynb #4a25e72c
 def _log_run(self:PredictionLog):
-    "Drain the queue into SQLite: a batch when `batch` rows wait or `interval` seconds pass; flush on close."
+    "Every `interval` seconds, swap the pending lists for empty ones and write what was taken in one transaction."
     c = sqlite3.connect(self.path, timeout=60)
-    pending, stop = {'predictions': [], 'feedback': []}, False
-    while not stop:
-        try:
-            item = self.q.get(timeout=self.interval)
-            if item is None: stop = True
-            else: pending[item[0]] += item[1]
-            if not stop and sum(map(len, pending.values())) < self.batch: continue
-        except queue.Empty: pass
-        if any(pending.values()):
+    while True:
+        stopping = self.stop.wait(self.interval)
+        taken, self.pending = self.pending, {'predictions': [], 'feedback': []}   # requests now append to the new lists
+        if any(taken.values()):
             with c:
-                if pending['predictions']: c.executemany('INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)', pending['predictions'])
-                if pending['feedback']: c.executemany('INSERT INTO feedback VALUES (?,?,?)', pending['feedback'])
-            pending = {'predictions': [], 'feedback': []}
+                c.executemany('INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)', taken['predictions'])
+                c.executemany('INSERT INTO feedback VALUES (?,?,?)', taken['feedback'])
+        if stopping: break
     c.close()
 
 PredictionLog._run = _log_run
@@ -158,8 +156,8 @@ class Server:
         self.cfg = get_settings(settings).serve
         self.ref, self.name, self.registry = model or self.cfg.model, self.cfg.model_name, registry
         self.rollout, self.ready, self.load_error, self._loaded = Rollout(), False, None, {}
-        self.log = PredictionLog(log_path or home_dir(get_settings(settings))/'predictions'/'log.sqlite', int(self.cfg.log_batch))
-        self.shadow_pool, self.shadow_pending = ThreadPoolExecutor(1, thread_name_prefix='shadow'), 0
+        self.log = PredictionLog(log_path or home_dir(get_settings(settings))/'predictions'/'log.sqlite')
+        self.shadow_pool, self.shadow_pending, self._explainers = ThreadPoolExecutor(1, thread_name_prefix='shadow'), 0, {}
         self.buckets, self.metrics = {}, _Metrics()
 
     def _model(self, ref) -> LoadedModel|None:
@@ -255,11 +253,6 @@ async def read_body(request, limit:int) -> bytes:
         chunks.append(chunk)
     return b''.join(chunks)
 
-def _labels(m:LoadedModel) -> tuple:
-    "The negative and positive labels of the model's target."
-    cats = (m.columns.get(m.contract.get('target') or '', {}) or {}).get('categories') or []
-    neg = next((c for c in cats if str(c) != str(m.positive)), None)
-    return (neg if neg is not None else f'not {m.positive}'), m.positive
 
 # %% ../nbs/07_serve.ipynb #8de26836
 async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout):
@@ -286,7 +279,7 @@ def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, rid:str):
     self.shadow_pool.submit(run)
 
 def _log_rows(rid, m:LoadedModel, role, recs, p, ms, degraded) -> list[tuple]:
-    neg, pos = _labels(m); now = time.time()
+    (neg, pos), now = m.labels, time.time()
     return [(rid, now, m.version, role, orjson.dumps(r).decode(), float(q), str(pos if q >= m.threshold else neg), ms, int(degraded))
             for r, q in zip(recs, p)]
 
@@ -297,13 +290,13 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     "POST /v1/predict: one record or a batch."
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
-    t0, rid, ro = time.perf_counter(), uuid.uuid4().hex, self.rollout
+    t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
     body = await read_body(request, int(self.cfg.max_body_bytes))
     canary = ro.candidate is not None and ro.canary_share > 0 and canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share
     model = ro.candidate if canary else ro.primary
     cols, recs = parse_records(body, model, str(self.cfg.extra_columns))
     p, degraded, used = await self._score(model, cols, ro)
-    neg, pos = _labels(used); ms = (time.perf_counter() - t0) * 1e3
+    (neg, pos), ms = used.labels, (time.perf_counter() - t0) * 1e3
     self.log.add(_log_rows(rid, used, 'fallback' if degraded else 'canary' if canary else 'primary', recs, p, ms, degraded))
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, rid)
     for q in p: self.metrics.probability.observe(float(q))
@@ -311,6 +304,11 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
                      predictions=[dict(prediction=pos if q >= used.threshold else neg, probability=float(q)) for q in p])
 
 Server._predict = _predict
+
+_ID_PREFIX, _ID_COUNTER = os.urandom(8).hex(), itertools.count()
+def next_request_id() -> str:
+    "A request id unique across processes: this process's random prefix and a counter (no system call per request)."
+    return f'{_ID_PREFIX}{next(_ID_COUNTER):016x}'
 
 # %% ../nbs/07_serve.ipynb #a2121625
 async def _feedback(self:Server, request) -> tuple[int, dict]:
@@ -343,6 +341,32 @@ def openapi(self:Server) -> dict:
                 paths={'/v1/predict': dict(post=dict(requestBody=dict(required=True, content={'application/json': dict(schema=body)}), responses=resp))})
 
 Server._feedback, Server.openapi = _feedback, openapi
+
+# %% ../nbs/07_serve.ipynb #227c5586
+def _explainer(self:Server, model:LoadedModel):
+    "The explainer of the served version, built on first use from its registry artifacts."
+    if (ex := self._explainers.get(model.version)) is not None: return ex
+    name, _, v = model.version.partition(':')
+    if name == 'file': raise RequestError(404, [_problem(None, None, 'explanations need a registry model: its checkpoint and feature spec')])
+    from mlsys.evaluate import explainer_from_artifacts
+    from mlsys.registry import Registry
+    reg = Registry(self.registry)
+    try: arts = [reg.read(name, v, role) for role in ('checkpoint', 'feature_spec', 'explain_background')]
+    except KeyError as e: raise RequestError(404, [_problem(None, None, f'cannot explain {model.version}: {e.args[0]}')])
+    self._explainers[model.version] = ex = explainer_from_artifacts(*arts)
+    return ex
+
+async def _explain(self:Server, request) -> tuple[int, dict]:
+    "POST /v1/explain: SHAP values by raw column for up to 16 records."
+    if (refused := self.guard(request)): return refused
+    if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
+    model, rid = self.rollout.primary, next_request_id()
+    _, recs = parse_records(await read_body(request, int(self.cfg.max_body_bytes)), model, str(self.cfg.extra_columns))
+    if len(recs) > 16: raise RequestError(422, [_problem(None, None, f'at most 16 records per explanation request, got {len(recs)}')])
+    ex = await asyncio.to_thread(self._explainer, model)
+    return 200, dict(request_id=rid, model_version=model.version, explanations=await asyncio.to_thread(ex.explain, recs))
+
+Server._explainer, Server._explain = _explainer, _explain
 
 # %% ../nbs/07_serve.ipynb #ecdc2473
 def _handle(self:Server, route:str, fn):
@@ -385,7 +409,7 @@ def app(self:Server):
         try: yield
         finally: task.cancel(); self.shadow_pool.shutdown(wait=False); self.log.close()
     h = lambda route, fn, methods: Route(f'/{route}', self._handle(route, fn), methods=methods)
-    return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/feedback', self._feedback, ['POST']),
+    return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']), h('v1/feedback', self._feedback, ['POST']),
                              h('healthz', lambda r: simple(dict(alive=True)), ['GET']), h('readyz', readyz, ['GET']),
                              h('openapi.json', lambda r: simple(self.openapi()), ['GET']), h('admin/reload', reload, ['POST']),
                              Route('/metrics', metrics, methods=['GET'])], lifespan=lifespan)
@@ -447,7 +471,8 @@ def score_file(data, out, model:str|None=None, model_name:str|None=None, registr
     blob, version, _ = model_source(model or cfg.model, model_name or cfg.model_name, registry or cfg.registry or None)
     m = LoadedModel(blob, version, threads=os.cpu_count() or 1)
     c = _contract_from_dict(m.contract); c.columns.pop(c.target, None); c.target = None
-    neg, pos = _labels(m); out = Path(out); counts, offset = dict(scored=0, quarantined=0), 0
+    if c.id_column in c.columns: c.columns[c.id_column].min = c.columns[c.id_column].max = None   # new rows bring new ids
+    (neg, pos), out = m.labels, Path(out); counts, offset = dict(scored=0, quarantined=0), 0
     for i, chunk in enumerate(_batches(Path(data), chunk_rows)):
         res = validate(chunk, c, max_quarantine_fraction=1.0)
         acc = res.accepted.with_columns(pl.col('_row') + offset)

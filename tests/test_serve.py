@@ -222,3 +222,31 @@ def test_score_command_quarantines_bad_rows(tmp_path, exported):
     q = pl.read_parquet(tmp_path/'out'/'quarantine')
     assert sorted(q['_row'].to_list()) == [i for i in range(t.height) if i % 1000 == 7]
     assert pl.read_parquet(tmp_path/'out'/'predictions')['_row'].n_unique() == t.height - bad
+
+
+def test_explain_by_raw_column_adds_up_to_the_served_score(tmp_path, exported):
+    "A version registered with its checkpoint, spec and background: /v1/explain's contributions add up to the logit of /v1/predict."
+    from mlsys.config import read_manifest
+    from mlsys.train import TabularData
+    ins = {i['role']: Path(i['path']) for i in read_manifest(exported)['inputs']}
+    dm = TabularData(ins['spec'].parent, 'churn')
+    (tmp_path/'bg.json').write_text(json.dumps(dict(num=dm.tensors['train'][0][:30].tolist(), cat=dm.tensors['train'][1][:30].tolist())))
+    reg = Registry(tmp_path/'registry')
+    reg.register('churn', {'model': exported/'model.fp32.onnx', 'checkpoint': ins['checkpoint'], 'feature_spec': ins['spec'],
+                           'explain_background': tmp_path/'bg.json'}, {}, EVIDENCE)
+    reg.promote('churn', 1)
+    s = Served(tmp_path/'home', reg.root)
+    try:
+        rec = _record(s.client) | {'tenure': 5, 'contract': 'Month-to-month'}
+        p = s.client.post('/v1/predict', json=rec).json()['predictions'][0]['probability']
+        r = s.client.post('/v1/explain', json={'records': [rec, rec]})
+        assert r.status_code == 200, r.text
+        e = r.json()['explanations'][0]
+        assert set(e['contributions']) == set(rec) - {'rownames'}                       # raw columns, not encoded features
+        assert abs(e['base_value'] + sum(e['contributions'].values()) - e['logit']) < 0.05
+        assert abs(1 / (1 + math.exp(-e['logit'])) - p) < 1e-4                         # the network the model came from
+        assert s.client.post('/v1/explain', json={'records': [rec] * 17}).status_code == 422
+    finally: s.stop()
+    s = Served(tmp_path/'home', reg.root, model=exported/'model.onnx')
+    try: assert s.client.post('/v1/explain', json=_record(s.client)).status_code == 404
+    finally: s.stop()
