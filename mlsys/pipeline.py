@@ -169,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=lambda a: print('\n'.join(f'{k}\t{stage_notebook(k)}' for k in STAGES)) or 0)
     from mlsys.registry import add_registry_commands
     from mlsys.serve import add_serve_commands
-    add_registry_commands(sub); add_serve_commands(sub)
+    from mlsys.monitor import add_monitor_command
+    add_registry_commands(sub); add_serve_commands(sub); add_monitor_command(sub)
     return p
 
 def main(argv:list[str]|None=None) -> int:

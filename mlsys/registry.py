@@ -234,6 +234,12 @@ def rollback(self:Registry, name:str, alias:str='production', reason:str='', act
             c.execute('ROLLBACK'); raise
     return dict(name=name, alias=alias, action='rollback', from_version=cur, to_version=stack[-2])
 
+# %% ../nbs/06_registry.ipynb #75b1c5f8
+@patch
+def record(self:Registry, name:str, action:str, reasons:list[str], evidence:dict|None=None, actor:str|None=None):
+    "Write evidence that moves no alias (a drift alarm, a retraining) to the audit log."
+    with self._db() as c: self._audit(c, check_name(name, 'model name'), None, check_name(action, 'action'), None, None, '; '.join(reasons), evidence, actor)
+
 # %% ../nbs/06_registry.ipynb #9ce99fbf
 def add_registry_commands(sub):
     "The `registry` subcommands of the `mlsys` command line."
@@ -299,6 +305,8 @@ def run_register(run_dir, out=None, model_name:str='churn', alias:str='productio
     files = {r: run_dir/p for r, p in RUN_ARTIFACTS.items() if (run_dir/p).exists()}
     files |= {f'notebook_{s}': run_dir/s/'notebook.ipynb' for s in ('ingest', 'features', 'train', 'evaluate', 'export') if (run_dir/s/'notebook.ipynb').exists()}
     lineage, metrics = run_lineage(run_dir)
+    from mlsys.monitor import run_reference
+    files |= run_reference(run_dir, out)                  # the drift reference: the training split, profiled once
     reg = Registry(registry); v = reg.register(name, files, lineage, metrics)
     decision = reg.promote(name, v, alias, reason=f'run {run_dir.name}', settings=settings) | dict(registry=str(reg.root))
     write_atomic(out/'decision.json', json.dumps(decision, indent=2))
