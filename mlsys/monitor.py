@@ -85,9 +85,8 @@ def _numeric_stat(p:dict, x:np.ndarray, method:str) -> float:
     w = np.abs(fr - fc).sum() * (hi - lo) / BINS + np.maximum(x - hi, 0).mean() + np.maximum(lo - x, 0).mean()
     return float(w / max(p['std'], 0.001))
 
-def _categorical_stat(p:dict, v:pl.Series, method:str) -> float:
-    "A categorical column's drift statistic: Jensen-Shannon distance, chi-squared p-value or PSI."
-    counts = {str(k): c for k, c in v.value_counts().iter_rows()}
+def _categorical_stat(p:dict, counts:dict, method:str) -> float:
+    "A categorical column's drift statistic from the window's counts per value: Jensen-Shannon distance, chi-squared p-value or PSI."
     keys = sorted(set(p['shares']) | set(counts))
     ref, cur = np.array([p['shares'].get(k, 0.0) for k in keys]), np.array([counts.get(k, 0) for k in keys], float)
     if method == 'chisquare':
@@ -104,33 +103,39 @@ def _categorical_stat(p:dict, v:pl.Series, method:str) -> float:
 # %% ../nbs/08_monitor.ipynb #ea07fa58
 P_VALUE_METHODS = ('ks', 'chisquare')
 
-def column_drift(p:dict, s:pl.Series, cfg) -> dict:
-    "One column of the window against its profile: statistic, verdict, missing share, and whether it broke."
+def column_drift(p:dict, s:pl.Series, cfg, counts:dict|None=None) -> dict:
+    "One column of the window against its profile (`counts`: a categorical column's values counted); verdict, missing share, breakage."
     kind = p['kind']; method = str(cfg.numeric_method if kind == 'numeric' else cfg.categorical_method)
     thr = float(cfg.p_value if method in P_VALUE_METHODS else cfg.numeric_threshold if kind == 'numeric' else cfg.categorical_threshold)
-    v = s.cast(pl.Float64).drop_nulls().drop_nans() if kind == 'numeric' else s.cast(pl.String).drop_nulls()
-    missing = 1 - v.len() / max(len(s), 1)
+    if kind == 'numeric': x = s.cast(pl.Float64).drop_nulls().drop_nans().to_numpy(); n = len(x)
+    else: counts = counts if counts is not None else {str(k): c for k, c in s.drop_nulls().value_counts().iter_rows()}; n = sum(counts.values())
+    missing = 1 - n / max(len(s), 1)
     row = dict(column=s.name, kind=kind, method=method, threshold=thr, missing_reference=p['missing'], missing_current=missing,
                statistic=None, drifted=None, broken=None)
     if missing - p['missing'] > float(cfg.max_missing_increase): row['broken'] = f"missing share {p['missing']:.1%} -> {missing:.1%}"
-    if v.len() == 0 or p['n'] == 0: return row
-    if v.len() > 1 and v.n_unique() == 1 and (p.get('n_unique', len(p.get('shares', {}))) or 0) > 1:
-        row['broken'] = row['broken'] or f'constant: every value is {v[0]!r}'
-    stat = _numeric_stat(p, v.to_numpy(), method) if kind == 'numeric' else _categorical_stat(p, v, method)
+    if n == 0 or p['n'] == 0: return row
+    constant = (x.min() == x.max()) if kind == 'numeric' else len(counts) == 1
+    if n > 1 and constant and (p.get('n_unique', len(p.get('shares', {}))) or 0) > 1:
+        row['broken'] = row['broken'] or f"constant: every value is {x[0] if kind == 'numeric' else next(iter(counts))!r}"
+    stat = _numeric_stat(p, x, method) if kind == 'numeric' else _categorical_stat(p, counts, method)
     return row | dict(statistic=stat, drifted=bool(stat < thr if method in P_VALUE_METHODS else stat >= thr))
 
 # %% ../nbs/08_monitor.ipynb #7474d46b
 def drift_report(profile:Profile, window:pl.DataFrame, settings:dict|None=None, prediction:str='probability', label:str='label') -> dict:
     "Drift of every profiled column of `window` against `profile`, with the dataset-level verdicts."
     cfg = get_settings(settings).drift
-    rows = [column_drift(p, window[c], cfg) for c, p in profile.columns.items() if c in window.columns]
+    cols = [c for c in profile.columns if c in window.columns]
+    cats = [c for c in cols if profile.columns[c]['kind'] == 'categorical']
+    vcs = pl.collect_all([window.lazy().select(pl.col(c).drop_nulls().value_counts()).unnest(c) for c in cats])   # in parallel
+    counts = {c: {str(k): n for k, n in vc.iter_rows()} for c, vc in zip(cats, vcs)}
+    rows = [column_drift(profile.columns[c], window[c], cfg, counts.get(c)) for c in cols]
     inputs = [r for r in rows if r['column'] not in (prediction, label) and r['drifted'] is not None]
     share = sum(r['drifted'] for r in inputs) / max(len(inputs), 1)
     pick = lambda c: next((r for r in rows if r['column'] == c and r['drifted'] is not None), None)
     rep = dict(rows=window.height, columns=rows, share_drifted=share, dataset_drift=share >= float(cfg.share_of_drifted_columns),
                prediction_drift=bool(pick(prediction) and pick(prediction)['drifted']), label_drift=bool(pick(label) and pick(label)['drifted']),
                broken=[r['column'] for r in rows if r['broken']], drifted=[r['column'] for r in inputs if r['drifted']])
-    rep['alarm'] = bool(rep['dataset_drift'] or rep['prediction_drift'] or rep['label_drift'] or rep['broken'])
+    rep['alarm'] = bool(rep['drifted'] or rep['prediction_drift'] or rep['label_drift'] or rep['broken'])
     return rep
 
 # %% ../nbs/08_monitor.ipynb #97310441
@@ -212,15 +217,18 @@ def log_window(log_path:Path, version:str, hours:float, now:float|None=None) -> 
     meta = pl.DataFrame(rows, schema=['request_id', 'time', 'inputs', 'probability', 'label'], orient='row')
     return meta.drop('inputs').hstack(meta['inputs'].str.json_decode(infer_schema_length=None).struct.unnest())
 
-def file_window(m, data, contract:dict) -> pl.DataFrame:
-    "A batch file as a window: rows that meet the contract, scored, with the target as `label` when present."
+def file_window(m, data, contract:dict) -> tuple[pl.DataFrame, dict]:
+    "A batch file as a window (rows of the right types, scored, the target as `label` when present), and its contract findings."
     from mlsys.data import _contract_from_dict, read_table, validate
     raw, c = read_table(data), _contract_from_dict(contract)
     if c.target not in raw.columns: c.columns.pop(c.target, None)
     c.id_column = None                           # a window may score the same customer twice: no key to keep unique
+    full = validate(raw, c, max_quarantine_fraction=1.0)
+    findings = dict(rows=full.n_input, breaking_contract=full.quarantine.height, by_rule=full.by_rule().to_dicts())
+    for r in c.columns.values(): r.min = r.max = r.categories = None   # drift is measured on the values as they come
     rows = validate(raw, c, max_quarantine_fraction=1.0).accepted.drop('_row')
     rows = rows.with_columns(probability=pl.Series(score_frame(m, rows)))
-    return rows.with_columns(label=pl.col(c.target).cast(pl.String)) if c.target in rows.columns else rows
+    return (rows.with_columns(label=pl.col(c.target).cast(pl.String)) if c.target in rows.columns else rows), findings
 
 # %% ../nbs/08_monitor.ipynb #cbd9904f
 def performance(window:pl.DataFrame, positive, reference_auc:float|None, settings:dict|None=None) -> dict:
@@ -272,13 +280,14 @@ def run_monitor(data=None, model:str='production', model_name:str|None=None, reg
     name = model_name or str(s.serve.model_name); reg = Registry(registry or s.serve.registry or None); v = reg.resolve(name, model)
     m, version = LoadedModel(reg.read(name, v, 'model'), f'{name}:{v}'), f'{name}:{v}'
     profile = Profile.from_json(reg.read(name, v, 'drift_reference'))
-    window = file_window(m, data, m.contract) if data else log_window(home_dir(s)/'predictions'/'log.sqlite', version, float(cfg.window_hours), now)
+    window, findings = file_window(m, data, m.contract) if data else (log_window(home_dir(s)/'predictions'/'log.sqlite', version, float(cfg.window_hours), now), {})
     if window.height == 0: return dict(status='ok', model_version=version, rows=0, reasons=['no predictions in the window'])
     out = home_dir(s)/'monitor'/_window_id(version, window, policy)
     if (out/'decision.json').exists(): return json.loads((out/'decision.json').read_text()) | dict(repeated=True)
     rep = drift_report(profile, window, settings)
     perf = performance(window, m.positive, reg.show(name, v)['metrics'].get('roc_auc'), settings)
-    reasons = _reasons(rep, perf)
+    reasons = _reasons(rep, perf) + ([f"{findings['breaking_contract']} of {findings['rows']} rows break the contract"] if findings.get('breaking_contract') else [])
+    rep['contract'] = findings
     decision = dict(status='drift' if reasons else 'ok', model_version=version, rows=window.height, window=out.name, policy=policy,
                     reasons=reasons, time=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
     return _act(decision, rep, perf, window, profile, m, reg, name, out, cfg, settings)
