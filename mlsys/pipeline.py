@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse, datetime as dt, json, secrets, sys, tempfile
 from importlib import resources
 from pathlib import Path
-import papermill as pm
 import yaml
 from jupyter_client.manager import AsyncKernelManager
 import mlsys
@@ -30,6 +29,7 @@ def stage_notebook(stage:str) -> Path:
 
 def stage_parameters(stage:str) -> dict:
     "The parameters `stage` declares, with their defaults, read from its `parameters` cell."
+    import papermill as pm        # imported where used: `mlsys serve` and the other commands start without it
     return {k: v['default'] for k, v in pm.inspect_notebook(str(stage_notebook(stage))).items()}
 
 # %% ../nbs/09_pipeline.ipynb #b19b0c82
@@ -84,6 +84,7 @@ def _render_html(nb:Path) -> Path|None:
 
 def _failure(stage:str, e:BaseException) -> str:
     "One line: stage, cell and error."
+    import papermill as pm
     if isinstance(e, pm.PapermillExecutionError):
         return f"stage {stage!r} failed in cell {e.cell_index} (execution {e.exec_count}): {e.ename}: {e.evalue}"
     return f"stage {stage!r} failed: {type(e).__name__}: {e}"
@@ -91,6 +92,7 @@ def _failure(stage:str, e:BaseException) -> str:
 # %% ../nbs/09_pipeline.ipynb #06a2b3e5
 def run_stage(stage:str, run_dir:Path, params:dict, settings:dict) -> dict:
     "Execute `stage`'s notebook into `run_dir/stage`; its manifest. Raise `StageFailed` if a cell fails."
+    import papermill as pm
     out = Path(run_dir)/stage; out.mkdir(parents=True, exist_ok=True)
     nb = out/'notebook.ipynb'
     update_manifest(out, stage=stage, parameters=params, settings=settings, status='running', started=_now(), ended=None,
