@@ -101,16 +101,17 @@ class PredictionLog:
     def close(self): self.stop.set(); self.thread.join(timeout=10)
 
 # %% ../nbs/07_serve.ipynb #4a25e72c
-def _log_run(self:PredictionLog):
-    "Every `interval` seconds, swap the pending lists for empty ones and write what was taken in one transaction."
+def _log_run(self:PredictionLog, chunk:int=32):
+    "Every `interval` seconds, swap the pending lists for empty ones and write what was taken, in small transactions."
     c = sqlite3.connect(self.path, timeout=60)
+    c.execute('PRAGMA synchronous=NORMAL')   # WAL: every commit still atomic; an OS crash may lose the last fraction of a second
     while True:
         stopping = self.stop.wait(self.interval)
         taken, self.pending = self.pending, {'predictions': [], 'feedback': []}   # requests now append to the new lists
-        if any(taken.values()):
-            with c:
-                c.executemany('INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)', taken['predictions'])
-                c.executemany('INSERT INTO feedback VALUES (?,?,?)', taken['feedback'])
+        for table, rows, marks in (('predictions', taken['predictions'], 9), ('feedback', taken['feedback'], 3)):
+            for i in range(0, len(rows), chunk):        # small pieces: the request path gets the GIL back between them
+                with c: c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * marks)})", rows[i:i + chunk])
+                time.sleep(0)
         if stopping: break
     c.close()
 
@@ -405,6 +406,8 @@ def app(self:Server):
     async def metrics(r): return Response(self.metrics.text(), media_type='text/plain; version=0.0.4')
     @asynccontextmanager
     async def lifespan(a):
+        import gc
+        gc.collect(); gc.freeze()            # what exists now lives as long as the server: keep it out of every GC pass
         task = asyncio.create_task(self._follow_registry())
         try: yield
         finally: task.cancel(); self.shadow_pool.shutdown(wait=False); self.log.close()
