@@ -469,10 +469,10 @@ def _write_evaluation(out:Path, ev, expl, shap_summary, explained_rows, fdir:Pat
 
 def _by_group_csv(ev:dict) -> str:
     "Every sensitive grouping's per-group metrics in one CSV."
-    frames = [pl.DataFrame(v['by_group']).with_columns(pl.concat_str(pl.exclude('count', 'selection_rate', 'true_positive_rate',
-              'false_positive_rate', 'accuracy').cast(pl.String), separator=' & ').alias('group')).select('group', 'count', 'selection_rate',
-              'true_positive_rate', 'false_positive_rate', 'accuracy').with_columns(sensitive=pl.lit(k)) for k, v in ev['fairness'].items()]
-    empty = pl.DataFrame(schema=dict(group=pl.String, **{k: pl.Float64 for k in _group_metrics()}, sensitive=pl.String))
+    metrics = list(_group_metrics())
+    frames = [pl.DataFrame(v['by_group']).select(pl.concat_str(pl.exclude(metrics).cast(pl.String), separator=' & ').alias('group'), *metrics)
+              .with_columns(sensitive=pl.lit(k)) for k, v in ev['fairness'].items()]
+    empty = pl.DataFrame(schema=dict(group=pl.String, **{k: pl.Float64 for k in metrics}, sensitive=pl.String))
     return pl.concat(frames or [empty]).write_csv()
 
 DEFAULT_INTENDED_USE = ("Scores the probability that a customer churns, to rank customers for a retention offer reviewed by people."

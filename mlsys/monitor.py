@@ -12,10 +12,10 @@ import polars as pl
 from .config import file_record, get_settings, home_dir, update_manifest, write_atomic, write_parquet_atomic
 
 # %% auto #0
-__all__ = ['BINS', 'LOW_CARDINALITY', 'P_VALUE_METHODS', 'EVIDENTLY_METHODS', 'Profile', 'reference_profile', 'profile_kinds',
-           'contract_kinds', 'column_drift', 'drift_report', 'evidently_report', 'scenario', 'score_frame',
-           'reference_artifacts', 'run_reference', 'log_window', 'file_window', 'performance', 'run_monitor',
-           'add_monitor_command', 'monitor_command']
+__all__ = ['BINS', 'LOW_CARDINALITY', 'P_VALUE_METHODS', 'Profile', 'reference_profile', 'profile_kinds', 'contract_kinds',
+           'column_drift', 'drift_report', 'evidently_report', 'scenario', 'score_frame', 'reference_artifacts',
+           'run_reference', 'log_window', 'file_window', 'performance', 'run_monitor', 'add_monitor_command',
+           'monitor_command']
 
 # %% ../nbs/08_monitor.ipynb #ed663645
 BINS = 2000   # fine uniform bins over a numeric column's reference range
@@ -139,8 +139,6 @@ def drift_report(profile:Profile, window:pl.DataFrame, settings:dict|None=None, 
     return rep
 
 # %% ../nbs/08_monitor.ipynb #97310441
-EVIDENTLY_METHODS = dict(wasserstein='wasserstein', jensenshannon='jensenshannon', ks='ks', chisquare='chisquare', psi='psi')
-
 def evidently_report(reference:pl.DataFrame, current:pl.DataFrame, numeric:list[str], categorical:list[str], settings:dict|None=None):
     "evidently's data-drift snapshot of `current` against `reference`, and its drift verdict per column."
     import warnings
@@ -151,7 +149,7 @@ def evidently_report(reference:pl.DataFrame, current:pl.DataFrame, numeric:list[
         cfg = get_settings(settings).drift
         nm, cm = str(cfg.numeric_method), str(cfg.categorical_method)
         thr = lambda m, t: float(cfg.p_value) if m in P_VALUE_METHODS else float(t)
-        preset = DataDriftPreset(columns=numeric + categorical, num_method=EVIDENTLY_METHODS[nm], cat_method=EVIDENTLY_METHODS[cm],
+        preset = DataDriftPreset(columns=numeric + categorical, num_method=nm, cat_method=cm,   # evidently knows the same names
                                  num_threshold=thr(nm, cfg.numeric_threshold), cat_threshold=thr(cm, cfg.categorical_threshold),
                                  drift_share=float(cfg.share_of_drifted_columns))
         dd = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -247,7 +245,7 @@ def performance(window:pl.DataFrame, positive, reference_auc:float|None, setting
 def _window_id(version:str, window:pl.DataFrame, policy:str) -> str:
     "The identity of a check: the version, the window's rows and the policy."
     h = hashlib.sha256(f'{version}|{policy}|'.encode())
-    h.update(window.sort(window.columns[:2]).hash_rows(seed=0).to_numpy().tobytes() if window.height else b'')
+    h.update(np.sort(window.hash_rows(seed=0).to_numpy()).tobytes())   # sorted row hashes: the rows, in any order
     return h.hexdigest()[:16]
 
 def _alert(decision:dict, cfg):
@@ -290,15 +288,15 @@ def run_monitor(data=None, model:str='production', model_name:str|None=None, reg
     rep['contract'] = findings
     decision = dict(status='drift' if reasons else 'ok', model_version=version, rows=window.height, window=out.name, policy=policy,
                     reasons=reasons, time=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
-    return _act(decision, rep, perf, window, profile, m, reg, name, out, cfg, settings)
+    return _act(decision, rep, perf, window, profile, m, reg, name, v, out, cfg, settings)
 
 # %% ../nbs/08_monitor.ipynb #85fff2fb
-def _act(decision, rep, perf, window, profile, m, reg, name, out:Path, cfg, settings) -> dict:
+def _act(decision, rep, perf, window, profile, m, reg, name:str, v:int, out:Path, cfg, settings) -> dict:
     "Write the evidence, then alert or retrain as the policy says; the decision."
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out/'report.json', json.dumps(dict(drift=rep, performance=perf), indent=2, default=str))
     numeric, categorical = profile_kinds(profile, window.columns)
-    sample = pl.read_parquet(io.BytesIO(reg.read(name, m.version.split(':')[1], 'reference_sample')))
+    sample = pl.read_parquet(io.BytesIO(reg.read(name, v, 'reference_sample')))
     snap, _ = evidently_report(sample, window.sample(min(window.height, 20_000), seed=0), numeric, categorical, settings)
     snap.save_html(str(out/'report.html'))
     if decision['status'] == 'drift':

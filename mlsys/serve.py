@@ -118,14 +118,15 @@ def _log_run(self:PredictionLog, chunk:int=32):
 PredictionLog._run = _log_run
 
 # %% ../nbs/07_serve.ipynb #4e8c400b
-def model_source(ref:str, name:str, registry=None) -> tuple[bytes, str, int|None]:
-    "The ONNX bytes, the version label and the registry version of `ref` (an alias, a version number or a .onnx path)."
+def model_source(ref:str, name:str, registry=None, loaded=()) -> tuple[bytes|None, str]:
+    "The ONNX bytes and the version label of `ref` (an alias, a version number or a .onnx path); no bytes for a label in `loaded`."
     if str(ref).endswith('.onnx'):
         data = Path(ref).read_bytes()
-        return data, f'file:{hashlib.sha256(data).hexdigest()[:12]}', None
+        return data, f'file:{hashlib.sha256(data).hexdigest()[:12]}'
     from mlsys.registry import Registry
     reg = Registry(registry); v = reg.resolve(name, ref)
-    return reg.read(name, v, 'model'), f'{name}:{v}', v
+    label = f'{name}:{v}'
+    return (None if label in loaded else reg.read(name, v, 'model')), label   # a reload poll reads and hashes nothing it has
 
 def warmup_record(model:LoadedModel) -> dict:
     "A record that meets the contract, for the warm-up inference."
@@ -156,6 +157,9 @@ class Server:
     def __init__(self, model:str|None=None, settings:dict|None=None, registry=None, log_path=None):
         self.cfg = get_settings(settings).serve
         self.ref, self.name, self.registry = model or self.cfg.model, self.cfg.model_name, registry
+        c = self.cfg                            # what every request reads, converted once
+        self.max_body, self.extra, self.budget = int(c.max_body_bytes), str(c.extra_columns), float(c.time_budget_ms) / 1e3
+        self.api_key, self.rate, self.burst = str(c.api_key or ''), float(c.rate_limit), float(c.rate_burst)
         self.rollout, self.ready, self.load_error, self._loaded = Rollout(), False, None, {}
         self.log = PredictionLog(log_path or home_dir(get_settings(settings))/'predictions'/'log.sqlite')
         self.shadow_pool, self.shadow_pending, self._explainers = ThreadPoolExecutor(1, thread_name_prefix='shadow'), 0, {}
@@ -165,7 +169,7 @@ class Server:
         "The model `ref` names, loaded and warmed up (reused while its version is unchanged); None for no ref."
         if ref in (None, '', 'none'): return None
         if ref == 'previous': ref = self._previous()
-        data, version, _ = model_source(ref, self.name, self.registry)
+        data, version = model_source(ref, self.name, self.registry, self._loaded)
         if (m := self._loaded.get(version)) is None:
             m = LoadedModel(data, version, int(self.cfg.threads))
             m.predict(parse_records(orjson.dumps(warmup_record(m)), m, 'ignore')[0])   # the warm-up inference
@@ -223,9 +227,9 @@ def _key_ok(headers, key:str) -> bool:
 
 def _rate_wait(self:Server, client:str) -> float:
     "0 when the client may go on; else the seconds until its next token."
-    rate = float(self.cfg.rate_limit)
+    rate, burst = self.rate, self.burst
     if rate <= 0: return 0.0
-    now, burst = time.monotonic(), float(self.cfg.rate_burst)
+    now = time.monotonic()
     tokens, last = self.buckets.get(client, (burst, now))
     tokens = min(burst, tokens + (now - last) * rate)
     if tokens >= 1: self.buckets[client] = (tokens - 1, now); return 0.0
@@ -234,7 +238,7 @@ def _rate_wait(self:Server, client:str) -> float:
 
 def guard(self:Server, request) -> tuple[int, dict]|None:
     "None when the request may go on; else the status and the error body."
-    key = str(self.cfg.api_key or '')
+    key = self.api_key
     if key and not _key_ok(request.headers, key): return 401, dict(error='missing or wrong API key')
     client = (request.headers.get('x-api-key') or request.headers.get('authorization')) if key else (request.client.host if request.client else '?')
     if wait := _rate_wait(self, client or '?'): return 429, dict(error='rate limit exceeded', retry_after=math.ceil(wait))
@@ -245,12 +249,12 @@ Server.guard = guard
 # %% ../nbs/07_serve.ipynb #ef88649f
 async def read_body(request, limit:int) -> bytes:
     "The request body, refused with 413 as soon as it passes `limit` bytes."
-    too_big = RequestError(413, [_problem(None, None, f'request body over the limit of {limit} bytes')])
-    if (n := request.headers.get('content-length', '')).isdigit() and int(n) > limit: raise too_big
+    def too_big(): return RequestError(413, [_problem(None, None, f'request body over the limit of {limit} bytes')])
+    if (n := request.headers.get('content-length', '')).isdigit() and int(n) > limit: raise too_big()
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit: raise too_big
+        if size > limit: raise too_big()
         chunks.append(chunk)
     return b''.join(chunks)
 
@@ -259,9 +263,8 @@ async def read_body(request, limit:int) -> bytes:
 async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout):
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
     if ro.fallback is None: return model.predict(cols), False, model
-    budget = float(self.cfg.time_budget_ms) / 1e3
     try:
-        p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), budget) if budget > 0 else model.predict(cols)
+        p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget) if self.budget > 0 else model.predict(cols)
         return p, False, model
     except Exception:
         self.metrics.fallbacks.inc()
@@ -292,10 +295,10 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
-    body = await read_body(request, int(self.cfg.max_body_bytes))
+    body = await read_body(request, self.max_body)
     canary = ro.candidate is not None and ro.canary_share > 0 and canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share
     model = ro.candidate if canary else ro.primary
-    cols, recs = parse_records(body, model, str(self.cfg.extra_columns))
+    cols, recs = parse_records(body, model, self.extra)
     p, degraded, used = await self._score(model, cols, ro)
     (neg, pos), ms = used.labels, (time.perf_counter() - t0) * 1e3
     self.log.add(_log_rows(rid, used, 'fallback' if degraded else 'canary' if canary else 'primary', recs, p, ms, degraded))
@@ -315,7 +318,7 @@ def next_request_id() -> str:
 async def _feedback(self:Server, request) -> tuple[int, dict]:
     "POST /v1/feedback: a delayed label for a request id."
     if (refused := self.guard(request)): return refused
-    try: doc = orjson.loads(await read_body(request, int(self.cfg.max_body_bytes)))
+    try: doc = orjson.loads(await read_body(request, self.max_body))
     except orjson.JSONDecodeError as e: raise RequestError(400, [_problem(None, None, f'malformed JSON: {e}')])
     rid, label = (doc.get('request_id'), doc.get('label')) if isinstance(doc, dict) else (None, None)
     problems = ([] if isinstance(rid, str) and len(rid) == 32 and all(c in '0123456789abcdef' for c in rid) else
@@ -334,7 +337,7 @@ def openapi(self:Server) -> dict:
         s = dict(type='string', enum=r.get('categories')) if text and r.get('categories') else dict(type='string' if text else 'number')
         s |= {k: r[k] for k in ('min', 'max') if not text and r.get(k) is not None}
         props[name] = {k.replace('min', 'minimum').replace('max', 'maximum'): v for k, v in s.items() if v is not None} | dict(nullable=bool(r.get('nullable', True)))
-    record = dict(type='object', properties=props, required=list(props), additionalProperties=str(self.cfg.extra_columns) == 'ignore')
+    record = dict(type='object', properties=props, required=list(props), additionalProperties=self.extra == 'ignore')
     body = {'oneOf': [record, dict(type='object', properties=dict(records=dict(type='array', items=record, minItems=1)), required=['records'])]}
     resp = {'200': dict(description='predictions'), '400': dict(description='malformed JSON'), '401': dict(description='missing API key'),
             '413': dict(description='body too large'), '422': dict(description='records break the contract'), '429': dict(description='rate limited')}
@@ -362,7 +365,7 @@ async def _explain(self:Server, request) -> tuple[int, dict]:
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     model, rid = self.rollout.primary, next_request_id()
-    _, recs = parse_records(await read_body(request, int(self.cfg.max_body_bytes)), model, str(self.cfg.extra_columns))
+    _, recs = parse_records(await read_body(request, self.max_body), model, self.extra)
     if len(recs) > 16: raise RequestError(422, [_problem(None, None, f'at most 16 records per explanation request, got {len(recs)}')])
     ex = await asyncio.to_thread(self._explainer, model)
     return 200, dict(request_id=rid, model_version=model.version, explanations=await asyncio.to_thread(ex.explain, recs))
@@ -471,7 +474,7 @@ def score_file(data, out, model:str|None=None, model_name:str|None=None, registr
     from mlsys.config import write_parquet_atomic, update_manifest, file_record
     from mlsys.data import _contract_from_dict, validate
     cfg = get_settings().serve
-    blob, version, _ = model_source(model or cfg.model, model_name or cfg.model_name, registry or cfg.registry or None)
+    blob, version = model_source(model or cfg.model, model_name or cfg.model_name, registry or cfg.registry or None)
     m = LoadedModel(blob, version, threads=os.cpu_count() or 1)
     c = _contract_from_dict(m.contract); c.columns.pop(c.target, None); c.target = None
     if c.id_column in c.columns: c.columns[c.id_column].min = c.columns[c.id_column].max = None   # new rows bring new ids
@@ -480,8 +483,9 @@ def score_file(data, out, model:str|None=None, model_name:str|None=None, registr
         res = validate(chunk, c, max_quarantine_fraction=1.0)
         acc = res.accepted.with_columns(pl.col('_row') + offset)
         p = m.predict(model_inputs(m, acc)) if acc.height else np.zeros(0, np.float32)
-        preds = acc.select(*[x for x in (c.id_column,) if x], '_row').with_columns(probability=pl.Series(p, dtype=pl.Float64),
-                    prediction=pl.Series([str(pos if q >= m.threshold else neg) for q in p], dtype=pl.String), model_version=pl.lit(version))
+        preds = (acc.select(*[x for x in (c.id_column,) if x], '_row').with_columns(probability=pl.Series(p, dtype=pl.Float64))
+                 .with_columns(prediction=pl.when(pl.col('probability') >= m.threshold).then(pl.lit(str(pos))).otherwise(pl.lit(str(neg))),
+                               model_version=pl.lit(version)))
         write_parquet_atomic(preds, out/'predictions'/f'part-{i:05d}.parquet')
         write_parquet_atomic(res.quarantine.with_columns(pl.col('_row') + offset), out/'quarantine'/f'part-{i:05d}.parquet')
         counts['scored'] += acc.height; counts['quarantined'] += res.quarantine.height; offset += chunk.height
