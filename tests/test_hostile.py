@@ -1,0 +1,413 @@
+"Hostile input, crashes and bad data (issue 15): each test reproduces one defect through the command line and HTTP."
+import json, os, shutil, signal, socket, sqlite3, subprocess, sys, threading, time
+from pathlib import Path
+import httpx
+import polars as pl
+import pytest
+
+BIN = Path(sys.executable).parent
+KEY = 's3cret'
+FAST = ['-p', 'max_epochs=2', '-p', 'trials=0', '-p', 'n_boot=20', '-p', 'explain_rows=20', '-p', 'background_rows=10',
+        '-p', 'mitigation=null']
+
+
+def _env(home, **extra) -> dict:
+    "The environment of a subprocess: its own home, no tracking, and `extra` variables."
+    return os.environ | dict(MLSYS_PATHS_HOME=str(home), MLSYS_TRACKING_MODE='disabled') | {k: str(v) for k, v in extra.items()}
+
+
+def mlsys(*args, home, timeout=600, **env):
+    "Run the `mlsys` command with its own home; the completed process."
+    return subprocess.run([str(BIN/'mlsys'), *map(str, args)], capture_output=True, text=True, env=_env(home, **env),
+                          timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    "The example pipeline run once with the command line (fast parameters), registered and forced into production."
+    home = tmp_path_factory.mktemp('built')/'home'
+    r = mlsys('run', '--set', f'paths.home={home}', *FAST, '-p', 'sensitive_columns=[female, senior_citizen]', home=home)
+    assert r.returncode == 0, r.stderr
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    reg = home/'registry'
+    p = mlsys('registry', '--registry', reg, 'promote', 'churn', '1', '--force', '--reason', 'test', home=home)
+    assert p.returncode == 0, p.stderr
+    table = pl.read_parquet(next(run_dir.rglob('accepted.parquet')))
+    return dict(home=home, registry=reg, run_dir=run_dir, table=table.drop([c for c in ('_row',) if c in table.columns]))
+
+
+def _records(built, n, offset=0) -> list[dict]:
+    "`n` valid request records: rows of the example table without the target."
+    return built['table'].slice(offset, n).drop('churn').to_dicts()
+
+
+def _copy_registry(built, tmp_path) -> Path:
+    "A private copy of the built registry, for a test that may write to its audit log."
+    return Path(shutil.copytree(built['registry'], tmp_path/'registry'))
+
+
+def _history(reg, home) -> list[dict]:
+    r = mlsys('registry', '--registry', reg, 'history', 'churn', home=home)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+class Served:
+    "A running `mlsys serve` process on loopback and a client for it."
+    def __init__(self, home, registry, wait_ready=True, env=None, **flags):
+        self.port, self.home = _port(), Path(home)
+        args = [str(BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
+        for k, v in flags.items(): args += [f"--{k.replace('_', '-')}", str(v)]
+        self.proc = subprocess.Popen(args, env=_env(home, **(env or {})), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        self.base = f'http://127.0.0.1:{self.port}'
+        self.client = httpx.Client(base_url=self.base, timeout=60)
+        self.wait(lambda: self.client.get('/healthz').status_code == 200)
+        if wait_ready: self.wait(lambda: self.client.get('/readyz').status_code == 200)
+
+    def wait(self, cond, timeout=60):
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                if cond(): return
+            except httpx.TransportError: pass
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            time.sleep(0.05)
+        raise TimeoutError('condition not met')
+
+    def stop(self):
+        "SIGTERM, and wait for the drain (the prediction log is flushed on the way out)."
+        self.client.close()
+        if self.proc.poll() is None: self.proc.send_signal(signal.SIGTERM); self.proc.wait(90)
+
+
+@pytest.fixture(scope='module')
+def served(built, tmp_path_factory):
+    "One server without a key for the tests that only read answers."
+    s = Served(tmp_path_factory.mktemp('served')/'home', built['registry'])
+    yield s
+    s.stop()
+
+
+# 1. Secrets stay text
+@pytest.mark.parametrize('key', ['00000000', '000000000000000000000000000000000001', 'off', 'no', 'false', '0'])
+def test_api_key_that_reads_as_number_or_boolean_is_required_verbatim(built, tmp_path, key):
+    "Item 1: a key that looks like a number or boolean is still a key: no key -> 401, only that exact key -> 200."
+    kw = dict(env=dict(MLSYS_SERVE_API_KEY=key)) if len(key) > 20 else dict(api_key=key)   # the env var, as reported
+    s = Served(tmp_path/'home', built['registry'], **kw)
+    try:
+        rec = _records(built, 1)[0]
+        assert s.client.post('/v1/predict', json=rec).status_code == 401
+        for wrong in ('1', '0', 'False', 'wrong'):
+            if wrong != key: assert s.client.post('/v1/predict', json=rec, headers={'X-API-Key': wrong}).status_code == 401
+        assert s.client.post('/v1/predict', json=rec, headers={'X-API-Key': key}).status_code == 200
+    finally: s.stop()
+
+
+# 2. Amplification
+def test_many_empty_records_neither_amplify_nor_block_the_server(built, tmp_path):
+    "Item 2: 349,000 empty records (~1 MB): a 4xx under 64 kB; /healthz meanwhile answers within 2 s (loop not blocked)."
+    body = b'{"records":[' + b','.join([b'{}'] * 349_000) + b']}'
+    assert len(body) < 1_048_576                                          # under the default body limit
+    s = Served(tmp_path/'home', built['registry'])
+    try:
+        res = {}
+        def big(): res['r'] = httpx.post(f'{s.base}/v1/predict', content=body, headers={'Content-Type': 'application/json'},
+                                         timeout=300)
+        t = threading.Thread(target=big); t.start()
+        time.sleep(0.3)
+        waits = []
+        with httpx.Client(base_url=s.base, timeout=120) as c:
+            while t.is_alive():                                               # a 2 s bound is generous for a 1 ms probe:
+                t0 = time.perf_counter(); c.get('/healthz'); waits.append(time.perf_counter() - t0)   # it checks the
+                time.sleep(0.05)                                              # event loop is free, not a speed
+        t.join()
+        r = res['r']
+        assert 400 <= r.status_code < 500 and len(r.content) < 64_000, (r.status_code, len(r.content))
+        assert max(waits, default=0) < 2.0, f'/healthz waited {max(waits):.1f} s behind the big body'
+    finally: s.stop()
+
+
+# 3. Rate limiting
+def test_wrong_keys_are_rate_limited(built, tmp_path):
+    "Item 3: 40 guesses of the key from one address at 5/s (burst 5): guessing is limited (429), not 40 x 401."
+    s = Served(tmp_path/'home', built['registry'], api_key=KEY, env=dict(MLSYS_SERVE_RATE_LIMIT=5, MLSYS_SERVE_RATE_BURST=5))
+    try:
+        codes = [s.client.post('/v1/predict', json={}, headers={'X-API-Key': f'guess-{i}'}).status_code for i in range(40)]
+        assert 429 in codes, codes
+    finally: s.stop()
+
+
+def test_bearer_spacing_does_not_make_new_clients(built, tmp_path):
+    "Item 3: 'Bearer' followed by 1-20 spaces and the key is one client: at most the burst (+ refill) gets 200."
+    s = Served(tmp_path/'home', built['registry'], api_key=KEY, env=dict(MLSYS_SERVE_RATE_LIMIT=5, MLSYS_SERVE_RATE_BURST=5))
+    try:
+        rec = _records(built, 1)[0]
+        codes = [s.client.post('/v1/predict', json=rec, headers={'Authorization': 'Bearer' + ' ' * n + KEY}).status_code
+                 for n in range(1, 21)]
+        assert codes.count(200) <= 7 and 429 in codes, codes
+    finally: s.stop()
+
+
+# 4. Routes open with a key set
+def test_contract_and_metrics_need_the_key(built, tmp_path):
+    "Item 4: with an API key set, /openapi.json and /metrics refuse a request without it (401/403; metrics may be 404)."
+    s = Served(tmp_path/'home', built['registry'], api_key=KEY)
+    try:
+        assert s.client.get('/openapi.json').status_code in (401, 403)
+        assert s.client.get('/openapi.json', headers={'X-API-Key': KEY}).status_code == 200
+        assert s.client.get('/metrics').status_code in (401, 403, 404)
+        assert s.client.get('/healthz').status_code == 200                 # the liveness probe stays open
+    finally: s.stop()
+
+
+def test_readiness_probe_reveals_no_paths(built, tmp_path):
+    "Item 4: /readyz stays open but a load error does not tell an unauthenticated caller the model's file path."
+    missing = tmp_path/'private-models-dir'/'model.onnx'
+    s = Served(tmp_path/'home', built['registry'], wait_ready=False, api_key=KEY, model=missing)
+    try:
+        r = s.client.get('/readyz')
+        assert r.status_code == 503
+        assert 'private-models-dir' not in r.text and str(tmp_path) not in r.text, r.text
+    finally: s.stop()
+
+
+# 5. Feedback
+def _predicted_id(s, rec) -> str:
+    r = s.client.post('/v1/predict', json=rec); assert r.status_code == 200, r.text
+    return r.json()['request_id']
+
+
+def test_feedback_for_an_unknown_request_id_is_refused(built, served):
+    "Item 5: a well-formed request id that no prediction carries gets 404 or 422, not 202 'recorded'."
+    rid = _predicted_id(served, _records(built, 1)[0])
+    assert served.client.post('/v1/feedback', json=dict(request_id=rid, label='Yes')).status_code in (200, 201, 202)
+    r = served.client.post('/v1/feedback', json=dict(request_id='f' * 32, label='Yes'))
+    assert r.status_code in (404, 422), (r.status_code, r.text)
+
+
+@pytest.mark.parametrize('label', ['Maybe', 42, True])
+def test_feedback_label_outside_the_model_classes_is_refused(built, served, label):
+    "Item 5: a label that is not one of the model's classes ('No', 'Yes') gets 422."
+    rid = _predicted_id(served, _records(built, 1)[0])
+    r = served.client.post('/v1/feedback', json=dict(request_id=rid, label=label))
+    assert r.status_code == 422, (r.status_code, r.text)
+
+
+def test_feedback_with_a_huge_label_is_refused(built, served):
+    "Item 5: a 100,000-character label is refused with a 4xx (413 or 422)."
+    rid = _predicted_id(served, _records(built, 1)[0])
+    r = served.client.post('/v1/feedback', json=dict(request_id=rid, label='Y' * 100_000))
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+
+
+def test_feedback_as_text_plain_is_refused(built, served):
+    "Item 5: a text/plain POST (what another origin's page sends without a CORS preflight) is refused (400-415)."
+    rid = _predicted_id(served, _records(built, 1)[0])
+    r = served.client.post('/v1/feedback', content=json.dumps(dict(request_id=rid, label='Yes')),
+                           headers={'Content-Type': 'text/plain'})
+    assert 400 <= r.status_code <= 415, (r.status_code, r.text)
+
+
+def test_request_ids_are_not_guessable(built, served):
+    "Item 5: consecutive request ids share no long prefix (today: a per-process prefix and a counter)."
+    rec = _records(built, 1)[0]
+    ids = [_predicted_id(served, rec) for _ in range(20)]
+    assert len({i[:24] for i in ids}) == len(ids), ids[:3]
+
+
+def test_a_second_label_replaces_the_first(built, tmp_path):
+    "Item 5: latest label wins: all Yes, then the likeliest half corrected to No: the monitor's ROC-AUC sees the fix."
+    reg, home = _copy_registry(built, tmp_path), tmp_path/'home'
+    s = Served(home, reg)
+    try:
+        got = [s.client.post('/v1/predict', json=rec).json() for rec in _records(built, 300)]
+        for g in got: assert s.client.post('/v1/feedback', json=dict(request_id=g['request_id'], label='Yes')).status_code < 300
+        time.sleep(0.5)
+        top = sorted(got, key=lambda g: g['predictions'][0]['probability'])[150:]
+        for g in top: assert s.client.post('/v1/feedback', json=dict(request_id=g['request_id'], label='No')).status_code < 300
+    finally: s.stop()
+    m = mlsys('monitor', '--registry', reg, '--policy', 'off', home=home)
+    assert m.returncode in (0, 1), m.stderr
+    d = json.loads(m.stdout)
+    assert any('ROC-AUC' in r for r in d['reasons']), d
+
+
+# 6. Durability
+def test_acknowledged_predictions_survive_sigkill(built, tmp_path):
+    "Item 6: 200 sequential predictions answered 200, then kill -9: every answered request id is in the log file."
+    home = tmp_path/'home'
+    s = Served(home, built['registry'])
+    rec = _records(built, 1)[0]
+    ids = [_predicted_id(s, rec) for _ in range(200)]
+    s.proc.send_signal(signal.SIGKILL); s.proc.wait(30); s.client.close()
+    with sqlite3.connect(home/'predictions'/'log.sqlite') as c:
+        logged = {r[0] for r in c.execute('SELECT request_id FROM predictions')}
+    lost = [i for i in ids if i not in logged]
+    assert not lost, f'{len(lost)} of {len(ids)} acknowledged predictions lost'
+
+
+# 7. Monitor types
+def test_monitor_survives_a_label_after_the_first_hundred_rows(built, tmp_path):
+    "Item 7: 150 predictions, a label only for the last: `mlsys monitor` checks the window (exit 0 or 1), no crash."
+    reg, home = _copy_registry(built, tmp_path), tmp_path/'home'
+    s = Served(home, reg)
+    try:
+        ids = [_predicted_id(s, rec) for rec in _records(built, 150)]
+        assert s.client.post('/v1/feedback', json=dict(request_id=ids[-1], label='Yes')).status_code < 300
+    finally: s.stop()
+    m = mlsys('monitor', '--registry', reg, '--policy', 'off', home=home)
+    assert m.returncode in (0, 1) and 'Error' not in m.stderr, m.stderr
+
+
+# 8. A broken batch is not healthy
+@pytest.mark.parametrize('broken', ['text', 'null'])
+def test_monitor_fails_a_batch_whose_rows_all_break_the_contract(built, tmp_path, broken):
+    "Item 8: 300 rows with tenure 'abc' (or all null): not 'ok'; the exit status is non-zero."
+    t = built['table'].head(300).with_columns(tenure=pl.lit('abc') if broken == 'text' else pl.lit(None, pl.Int64))
+    t.write_parquet(tmp_path/'batch.parquet')
+    reg = _copy_registry(built, tmp_path)
+    m = mlsys('monitor', '--registry', reg, '--policy', 'off', '--data', tmp_path/'batch.parquet', home=tmp_path/'home')
+    assert m.returncode != 0, m.stdout
+    if m.stdout.strip(): assert json.loads(m.stdout)['status'] != 'ok', m.stdout
+
+
+# 9. Tiny windows
+@pytest.mark.parametrize('rows', [1, 5])
+def test_monitor_says_not_enough_rows_on_a_tiny_window(built, tmp_path, rows):
+    "Item 9: a 1- or 5-row batch: 'not enough rows', exit 0, and no drift entry in the registry's audit log."
+    built['table'].slice(100, rows).write_parquet(tmp_path/'tiny.parquet')
+    reg, home = _copy_registry(built, tmp_path), tmp_path/'home'
+    m = mlsys('monitor', '--registry', reg, '--policy', 'alert', '--data', tmp_path/'tiny.parquet', home=home)
+    assert m.returncode == 0 and 'not enough rows' in m.stdout.lower(), (m.returncode, m.stdout, m.stderr)
+    assert 'drift' not in [h['action'] for h in _history(reg, home)]
+
+
+# 10. Score into a used folder
+def _score(built, data, out, *more, home):
+    return mlsys('score', '--data', data, '--out', out, '--registry', built['registry'], *more, home=home)
+
+
+def test_score_refuses_a_non_empty_output_folder(built, tmp_path):
+    "Item 10: a second `mlsys score` into a used folder is refused (non-zero exit, one line) and leaves it as it was."
+    home = tmp_path/'home'
+    built['table'].head(80).drop('churn').write_parquet(tmp_path/'first.parquet')
+    built['table'].slice(100, 50).drop('churn').write_parquet(tmp_path/'second.parquet')
+    assert _score(built, tmp_path/'first.parquet', tmp_path/'out', '--chunk-rows', 10, home=home).returncode == 0
+    before = sorted((p.relative_to(tmp_path/'out'), p.read_bytes()) for p in (tmp_path/'out').rglob('*.parquet'))
+    r = _score(built, tmp_path/'second.parquet', tmp_path/'out', home=home)
+    assert r.returncode != 0 and r.stderr.strip().count('\n') == 0, (r.returncode, r.stdout, r.stderr)
+    assert sorted((p.relative_to(tmp_path/'out'), p.read_bytes()) for p in (tmp_path/'out').rglob('*.parquet')) == before
+
+
+def test_score_overwrite_replaces_the_earlier_result(built, tmp_path):
+    "Item 10: told to overwrite (`--overwrite`, the flag the issue implies), the folder holds only the new run's rows."
+    home = tmp_path/'home'
+    built['table'].head(80).drop('churn').write_parquet(tmp_path/'first.parquet')
+    built['table'].slice(100, 50).drop('churn').write_parquet(tmp_path/'second.parquet')
+    assert _score(built, tmp_path/'first.parquet', tmp_path/'out', '--chunk-rows', 10, home=home).returncode == 0
+    r = _score(built, tmp_path/'second.parquet', tmp_path/'out', '--overwrite', home=home)
+    assert r.returncode == 0, r.stderr
+    assert pl.read_parquet(tmp_path/'out'/'predictions').height + pl.read_parquet(tmp_path/'out'/'quarantine').height == 50
+
+
+# 11. One scoring contract online and in batch
+def test_server_and_score_give_the_same_verdicts(built, served, tmp_path):
+    "Item 11: the same records sent to the server and scored by `mlsys score`: the same ones accepted (3.7 tenure refused)."
+    base = _records(built, 5, offset=200)
+    recs = [base[0], base[1] | dict(tenure=3.7), base[2] | dict(contract='Nope'), base[3] | dict(monthly_charges='abc'),
+            base[4] | dict(tenure=-1)]
+    online = [served.client.post('/v1/predict', json=r).status_code == 200 for r in recs]
+    as_text = [{k: None if v is None else str(v) for k, v in r.items()} for r in recs]
+    pl.DataFrame(as_text, schema={k: pl.String for k in recs[0]}).write_csv(tmp_path/'batch.csv')
+    r = _score(built, tmp_path/'batch.csv', tmp_path/'out', home=tmp_path/'home')
+    assert r.returncode == 0, r.stderr
+    scored = set(pl.read_parquet(tmp_path/'out'/'predictions')['_row'].to_list())
+    batch = [i in scored for i in range(len(recs))]
+    assert online == batch, dict(online=online, batch=batch)
+    assert online[0] and not online[1]
+
+
+def test_score_refuses_a_boolean_column_for_an_integer_one(built, served, tmp_path):
+    "Item 11: tenure stored as boolean in parquet is not retyped to 0/1: refused or every row quarantined, as online."
+    recs = _records(built, 50)
+    assert served.client.post('/v1/predict', json=recs[0] | dict(tenure=True)).status_code == 422
+    pl.DataFrame(recs).with_columns(pl.col('tenure') > 10).write_parquet(tmp_path/'bool.parquet')
+    r = _score(built, tmp_path/'bool.parquet', tmp_path/'out', home=tmp_path/'home')
+    assert r.returncode != 0 or json.loads(r.stdout)['scored'] == 0, r.stdout
+
+
+def test_score_verdicts_do_not_depend_on_chunking(built, tmp_path):
+    "Item 11: the same 50 rows twice (duplicate ids): the same counts with default chunks and with --chunk-rows 50."
+    t = built['table'].head(50).drop('churn')
+    pl.concat([t, t]).write_parquet(tmp_path/'dup.parquet')
+    home = tmp_path/'home'
+    a = _score(built, tmp_path/'dup.parquet', tmp_path/'a', home=home)
+    b = _score(built, tmp_path/'dup.parquet', tmp_path/'b', '--chunk-rows', 50, home=home)
+    assert a.returncode == b.returncode
+    if a.returncode == 0:
+        counts = lambda r: {k: v for k, v in json.loads(r.stdout).items() if k in ('scored', 'quarantined')}
+        assert counts(a) == counts(b), (a.stdout, b.stdout)
+
+
+# 12. One class
+def test_run_refuses_a_target_with_one_class(built, tmp_path):
+    "Item 12: a table whose target is all 'No' fails early (ingest or features), exit non-zero, naming the column."
+    built['table'].filter(pl.col('churn') == 'No').write_parquet(tmp_path/'one.parquet')
+    home = tmp_path/'home'
+    r = mlsys('run', '--stages', 'ingest,features', '-p', f'data={tmp_path/"one.parquet"}', '-p', 'target=churn',
+              '-p', 'id_column=rownames', home=home)
+    assert r.returncode != 0 and 'churn' in r.stderr, (r.returncode, r.stderr)
+
+
+# 13. Registry version numbers
+@pytest.mark.parametrize('ref', ['99999999999999999999999', '\uff11'])
+def test_registry_show_refuses_odd_version_numbers_in_one_line(built, tmp_path, ref):
+    "Item 13: a version past SQLite's integers, or a full-width digit: one line on stderr, exit 2, no traceback."
+    r = mlsys('registry', '--registry', built['registry'], 'show', 'churn', ref, home=tmp_path/'home')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and r.stderr.strip().count('\n') == 0, (r.returncode, r.stderr)
+
+
+# 14. Lenient parsing
+def test_duplicate_json_keys_are_refused(built, served):
+    "Item 14: a record naming a column twice is ambiguous: 400 or 422, not 'last one wins'."
+    rec = _records(built, 1)[0]
+    body = json.dumps(rec)[:-1] + ', "tenure": 5}'
+    r = served.client.post('/v1/predict', content=body, headers={'Content-Type': 'application/json'})
+    assert r.status_code in (400, 422), (r.status_code, r.text)
+
+
+def test_stray_top_level_key_is_refused(built, served):
+    "Item 14: with extra_columns = reject, a key beside 'records' gets 422 like an extra column would."
+    r = served.client.post('/v1/predict', json={'records': _records(built, 1), 'model_version': 'churn:2'})
+    assert r.status_code == 422, (r.status_code, r.text)
+
+
+def test_a_422_does_not_echo_a_huge_value(built, served):
+    "Item 14: a 1 MB category value is refused (4xx) with a response under 10 kB."
+    r = served.client.post('/v1/predict', json=_records(built, 1)[0] | dict(contract='A' * 1_000_000))
+    assert 400 <= r.status_code < 500 and len(r.content) < 10_000, (r.status_code, len(r.content))
+
+
+# 15. The OpenAPI document
+def test_openapi_describes_every_route(served):
+    "Item 15: /openapi.json lists /v1/predict, /v1/explain, /v1/feedback, /healthz and /readyz."
+    paths = served.client.get('/openapi.json').json()['paths']
+    missing = {'/v1/predict', '/v1/explain', '/v1/feedback', '/healthz', '/readyz'} - set(paths)
+    assert not missing, missing
+
+
+# List parameters
+def test_comma_separated_list_parameter_works_like_a_yaml_list(built, tmp_path):
+    "`-p sensitive_columns=female,senior_citizen` evaluates the same groups as the YAML list the module's run used."
+    home = tmp_path/'home'
+    r = mlsys('run', '--stages', 'ingest,features,train,evaluate', *FAST, '-p', 'sensitive_columns=female,senior_citizen',
+              home=home)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((Path(r.stdout.strip().splitlines()[-1])/'evaluate'/'metrics.json').read_text())['fairness']
+    want = json.loads((built['run_dir']/'evaluate'/'metrics.json').read_text())['fairness']
+    assert set(got) == set(want)
