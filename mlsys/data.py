@@ -16,8 +16,8 @@ from .config import (as_list, file_record, get_settings, read_manifest, run_file
 
 # %% auto #0
 __all__ = ['DTYPES', 'job_columns', 'ColumnRule', 'DataError', 'Contract', 'contract_from_dict', 'load_contract',
-           'infer_contract', 'as_polars', 'frame_feeds', 'read_table', 'check_columns', 'cast_columns', 'row_schema',
-           'row_violations', 'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions',
+           'infer_contract', 'as_polars', 'read_table', 'check_columns', 'cast_columns', 'row_schema', 'row_violations',
+           'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions', 'frame_feeds',
            'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
 
 # %% ../nbs/02_data.ipynb #597acd44
@@ -124,15 +124,6 @@ def _parse_time(s:pl.Series) -> pl.Series:
     if s.dtype == pl.Date: s = s.cast(pl.Datetime('us'))
     if not s.dtype.is_temporal(): return pl.Series(s.name, [None]*len(s), dtype=DTYPES['datetime'])
     return s.dt.replace_time_zone('UTC') if s.dtype.time_zone is None else s.dt.convert_time_zone('UTC')
-
-# %% ../nbs/02_data.ipynb #6a16c4f7
-def frame_feeds(df:pl.DataFrame,                # typed rows
-                inputs:list[tuple[str, bool]],  # (column, is_text) for each input of an ONNX graph
-               ) -> dict[str, np.ndarray]:
-    "ONNX feeds from a frame, each `(n, 1)`: text as strings ('' if missing), the rest as float64 (NaN if missing)."
-    return {c: (df[c].cast(pl.String).fill_null('').to_numpy().astype(object) if text else
-                df[c].cast(pl.Float64).fill_null(math.nan).to_numpy().astype(np.float64)).reshape(-1, 1)
-            for c, text in inputs}
 
 # %% ../nbs/02_data.ipynb #170d7de4
 def read_table(path:str|Path) -> pl.DataFrame:
@@ -316,6 +307,15 @@ def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     for ax in list(axes.flat)[len(names):]: ax.set_visible(False)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/02_data.ipynb #6a16c4f7
+def frame_feeds(df:pl.DataFrame,                # typed rows
+                inputs:list[tuple[str, bool]],  # (column, is_text) for each input of an ONNX graph
+               ) -> dict[str, np.ndarray]:
+    "ONNX feeds from a frame, each `(n, 1)`: text as strings ('' if missing), the rest as float64 (NaN if missing)."
+    return {c: (df[c].cast(pl.String).fill_null('').to_numpy().astype(object) if text else
+                df[c].cast(pl.Float64).fill_null(math.nan).to_numpy().astype(np.float64)).reshape(-1, 1)
+            for c, text in inputs}
 
 # %% ../nbs/02_data.ipynb #4794db4c
 def load_batch(data:str|Path,        # CSV or parquet path
