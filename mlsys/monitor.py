@@ -4,17 +4,21 @@
 
 # %% ../nbs/11_monitor.ipynb #1c3ca1dd
 from __future__ import annotations
-import datetime as dt, hashlib, io, json, math, os, sqlite3, sys, tempfile, time
+import datetime as dt, hashlib, io, json, math, os, sys, time, urllib.request, warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
 import polars as pl
-from .config import file_record, get_settings, home_dir, update_manifest, write_atomic, write_parquet_atomic
+from .config import (file_record, get_settings, home_paths, sha256_file, stage_file, update_manifest,
+                          write_atomic, write_parquet_atomic)
+from .data import contract_from_dict, read_table, validate
+from .registry import Registry
+from .runtime import LoadedModel, log_window, roc_auc
 
 # %% auto #0
 __all__ = ['BINS', 'LOW_CARDINALITY', 'P_VALUE_METHODS', 'Profile', 'reference_profile', 'profile_kinds', 'contract_kinds',
-           'column_drift', 'drift_report', 'evidently_report', 'score_frame', 'reference_artifacts', 'run_reference',
-           'log_window', 'file_window', 'performance', 'run_monitor', 'add_monitor_command', 'monitor_command']
+           'column_drift', 'drift_report', 'evidently_report', 'reference_artifacts', 'file_window', 'performance',
+           'run_monitor']
 
 # %% ../nbs/11_monitor.ipynb #ed663645
 BINS = 2000   # fine uniform bins over a numeric column's reference range
@@ -163,66 +167,45 @@ def evidently_report(reference:pl.DataFrame, current:pl.DataFrame, numeric:list[
     return snap, verdicts
 
 # %% ../nbs/11_monitor.ipynb #e4f79ebf
-def score_frame(m, df:pl.DataFrame) -> np.ndarray:
-    "The probabilities of the ONNX model `m` (a `LoadedModel`) for a typed frame."
-    from mlsys.serve import model_inputs
-    return m.predict(model_inputs(m, df)).astype(np.float64) if df.height else np.zeros(0)
-
-def reference_artifacts(train:pl.DataFrame, model_bytes:bytes, out:Path, sample_rows:int=5000, seed:int=0) -> dict[str, Path]:
-    "Profile typed training rows with the model's probabilities and the labels; write the profile and a sample into `out`."
-    from mlsys.serve import LoadedModel
+def reference_artifacts(train:pl.DataFrame,  # typed training rows, with the target
+                        model_bytes:bytes,   # the shipped ONNX model
+                        out:Path,            # where to write the profile and the sample
+                        sample_rows:int=5000, seed:int=0) -> dict[str, Path]:
+    "Profile typed training rows with the model's probabilities and the labels; write the profile and a sample."
     m = LoadedModel(model_bytes, 'reference'); c = m.contract
-    train = train.with_columns(probability=pl.Series(score_frame(m, train)), label=pl.col(c['target']).cast(pl.String))
+    train = train.with_columns(probability=pl.Series(m.score(train)), label=pl.col(c['target']).cast(pl.String))
     numeric, categorical = contract_kinds(c)
     prof = reference_profile(train, numeric + ['probability'], categorical + ['label'])
-    return dict(drift_reference=write_atomic(Path(out)/'drift_reference.json', prof.to_json()),
-                reference_sample=write_parquet_atomic(train.sample(min(sample_rows, train.height), seed=seed), Path(out)/'reference_sample.parquet'))
-
-def run_reference(run_dir:Path, out:Path) -> dict[str, Path]:
-    "The reference artifacts of a pipeline run: its training split, scored by the model it shipped."
-    from mlsys.data import load_contract
-    from mlsys.evaluate import raw_rows
-    run_dir = Path(run_dir); c = load_contract(run_dir/'ingest'/'contract.json')
-    rows = raw_rows(pl.read_parquet(run_dir/'ingest'/'accepted.parquet').drop('_row'), pl.read_parquet(run_dir/'features'/'features.parquet'), c.id_column)
-    return reference_artifacts(rows.filter(pl.col('split') == 'train').drop('split'), (run_dir/'export'/'model.onnx').read_bytes(), out)
+    sample = train.sample(min(sample_rows, train.height), seed=seed)
+    return dict(drift_reference=write_atomic(stage_file(out, 'drift_reference'), prof.to_json()),
+                reference_sample=write_parquet_atomic(sample, stage_file(out, 'reference_sample')))
 
 # %% ../nbs/11_monitor.ipynb #36c26188
-def log_window(log_path:Path, version:str, hours:float, now:float|None=None) -> pl.DataFrame:
-    "The logged predictions of `version` in the last `hours`: inputs as columns, `probability`, `label` (null until posted)."
-    now = now or time.time()
-    with sqlite3.connect(log_path, timeout=60) as c:
-        rows = c.execute("SELECT p.request_id, p.time, p.inputs, p.probability, f.label FROM predictions p LEFT JOIN "
-                         "(SELECT request_id, MAX(label) AS label FROM feedback GROUP BY request_id) f USING (request_id) "
-                         "WHERE p.version = ? AND p.role != 'shadow' AND p.time >= ?", (version, now - hours * 3600)).fetchall()
-    if not rows: return pl.DataFrame()
-    meta = pl.DataFrame(rows, schema=['request_id', 'time', 'inputs', 'probability', 'label'], orient='row')
-    return meta.drop('inputs').hstack(meta['inputs'].str.json_decode(infer_schema_length=None).struct.unnest())
-
-def file_window(m, data, contract:dict) -> tuple[pl.DataFrame, dict]:
-    "A batch file as a window (rows of the right types, scored, the target as `label` when present), and its contract findings."
-    from mlsys.data import contract_from_dict, read_table, validate
-    raw, c = read_table(data), contract_from_dict(contract)
+def file_window(m:LoadedModel, data) -> tuple[pl.DataFrame, dict]:
+    "A batch file as a window (typed rows, scored, the target as `label` when present), and its contract findings."
+    raw, c = read_table(data), contract_from_dict(m.contract)
     if c.target not in raw.columns: c.columns.pop(c.target, None)
     c.id_column = None                           # a window may score the same customer twice: no key to keep unique
     full = validate(raw, c, max_quarantine_fraction=1.0)
-    findings = dict(rows=full.n_input, breaking_contract=full.quarantine.height, by_rule=full.by_rule().to_dicts())
+    findings = dict(rows=full.n_input, breaking_contract=full.quarantine.height, by_rule=full.by_rule().to_dicts(),
+                    sha256=sha256_file(data))
     for r in c.columns.values(): r.min = r.max = r.categories = None   # drift is measured on the values as they come
     rows = validate(raw, c, max_quarantine_fraction=1.0).accepted.drop('_row')
-    rows = rows.with_columns(probability=pl.Series(score_frame(m, rows)))
+    findings['untyped'] = full.n_input - rows.height
+    rows = rows.with_columns(probability=pl.Series(m.score(rows)))
     return (rows.with_columns(label=pl.col(c.target).cast(pl.String)) if c.target in rows.columns else rows), findings
 
 # %% ../nbs/11_monitor.ipynb #cbd9904f
-def performance(window:pl.DataFrame, positive, reference_auc:float|None, settings:dict|None=None) -> dict:
+def performance(window:pl.DataFrame, positive, reference_auc:float|None, settings=None) -> dict:
     "ROC-AUC over the window's labelled rows against the version's test ROC-AUC; `dropped` when below by more than allowed."
-    from sklearn.metrics import roc_auc_score
     cfg = get_settings(settings).drift
     lab = window.filter(pl.col('label').is_not_null()) if 'label' in window.columns else pl.DataFrame()
     res = dict(labels=lab.height, reference_auc=reference_auc, auc=None, dropped=False)
-    if lab.height < int(cfg.min_labels): return res | dict(note=f'{lab.height} labels, fewer than drift.min_labels ({cfg.min_labels})')
+    if lab.height < cfg.min_labels: return res | dict(note=f'{lab.height} labels, fewer than drift.min_labels ({cfg.min_labels})')
     y = (lab['label'] == str(positive)).to_numpy()
     if y.all() or not y.any(): return res | dict(note='one class only among the labels')
-    auc = float(roc_auc_score(y, lab['probability'].to_numpy()))
-    return res | dict(auc=auc, dropped=reference_auc is not None and auc < reference_auc - float(cfg.max_auc_drop))
+    auc = roc_auc(y, lab['probability'].to_numpy())
+    return res | dict(auc=auc, dropped=reference_auc is not None and auc < reference_auc - cfg.max_auc_drop)
 
 # %% ../nbs/11_monitor.ipynb #aa399c85
 def _window_id(version:str, window:pl.DataFrame, policy:str) -> str:
@@ -233,90 +216,96 @@ def _window_id(version:str, window:pl.DataFrame, policy:str) -> str:
 
 def _alert(decision:dict, cfg):
     "One line to stderr, and the decision as JSON to the webhook when set (a failed webhook is reported, not raised)."
-    print(f"mlsys monitor: drift in {decision['model_version']}: {'; '.join(decision['reasons'])}", file=sys.stderr)
-    if not str(cfg.webhook or ''): return None
-    import urllib.request
+    print(f"mlsys monitor: {decision['status']} in {decision['model_version']}: {'; '.join(decision['reasons'])}",
+          file=sys.stderr)
+    if not cfg.webhook: return None
     try:
-        req = urllib.request.Request(str(cfg.webhook), json.dumps(decision, default=str).encode(), {'Content-Type': 'application/json'})
+        req = urllib.request.Request(cfg.webhook, json.dumps(decision, default=str).encode(),
+                                     {'Content-Type': 'application/json'})
         with urllib.request.urlopen(req, timeout=10) as r: return r.status
     except OSError as e: return f'webhook failed: {e}'
 
-def _reasons(rep:dict, perf:dict) -> list[str]:
+# %% ../nbs/11_monitor.ipynb #dd920e33
+def _reasons(rep:dict, perf:dict, findings:dict) -> list[str]:
     "Why a window is alarming, in words."
     out = [f"dataset drift: {rep['share_drifted']:.0%} of input columns drifted"] if rep['dataset_drift'] else []
     out += [f'column drifted: {c}' for c in rep['drifted'] if not rep['dataset_drift']]
     out += ['prediction drift'] * rep['prediction_drift'] + ['label drift'] * rep['label_drift']
     out += [f"broken column {r['column']}: {r['broken']}" for r in rep['columns'] if r['broken']]
     if perf['dropped']: out.append(f"ROC-AUC {perf['auc']:.3f} against {perf['reference_auc']:.3f} at registration")
+    if n := findings.get('breaking_contract'): out.append(f"{n} of {findings['rows']} rows break the contract")
     return out
 
 # %% ../nbs/11_monitor.ipynb #659736cf
-def run_monitor(data=None, model:str='production', model_name:str|None=None, registry=None, policy:str|None=None,
-                settings:dict|None=None, now:float|None=None) -> dict:
-    "Check one window of the monitored version and act by the policy; the decision (`status`: ok or drift)."
-    from mlsys.registry import Registry
-    from mlsys.serve import LoadedModel
-    s = get_settings(settings); cfg = s.drift; policy = policy or str(cfg.policy)
-    if policy not in ('off', 'alert', 'retrain'): raise ValueError(f"unknown policy {policy!r}: off, alert or retrain")
-    name = model_name or str(s.serve.model_name); reg = Registry(registry or s.serve.registry or None); v = reg.resolve(name, model)
-    m, version = LoadedModel(reg.read(name, v, 'model'), f'{name}:{v}'), f'{name}:{v}'
-    profile = Profile.from_json(reg.read(name, v, 'drift_reference'))
-    window, findings = file_window(m, data, m.contract) if data else (log_window(home_dir(s)/'predictions'/'log.sqlite', version, float(cfg.window_hours), now), {})
-    if window.height == 0: return dict(status='ok', model_version=version, rows=0, reasons=['no predictions in the window'])
-    out = home_dir(s)/'monitor'/_window_id(version, window, policy)
-    if (out/'decision.json').exists(): return json.loads((out/'decision.json').read_text()) | dict(repeated=True)
-    rep = drift_report(profile, window, settings)
-    perf = performance(window, m.positive, reg.show(name, v)['metrics'].get('roc_auc'), settings)
-    reasons = _reasons(rep, perf) + ([f"{findings['breaking_contract']} of {findings['rows']} rows break the contract"] if findings.get('breaking_contract') else [])
-    rep['contract'] = findings
-    decision = dict(status='drift' if reasons else 'ok', model_version=version, rows=window.height, window=out.name, policy=policy,
-                    reasons=reasons, time=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
-    return _act(decision, rep, perf, window, profile, m, reg, name, v, out, cfg, settings)
+def _quiet(version:str, rows:int, reason:str) -> dict:
+    "The decision for a window too small to judge: healthy, nothing recorded."
+    return dict(status='ok', model_version=version, rows=rows, reasons=[reason])
 
-# %% ../nbs/11_monitor.ipynb #85fff2fb
-def _act(decision, rep, perf, window, profile, m, reg, name:str, v:int, out:Path, cfg, settings) -> dict:
-    "Write the evidence, then alert or retrain as the policy says; the decision."
+def run_monitor(data=None,                # a CSV or parquet batch; None: the prediction log's latest window
+                model:str='production',   # the alias or version monitored
+                model_name:str|None=None, # the model's name; None: the registry's only model
+                policy:str|None=None,     # off, alert or retrain; None: `drift.policy`
+                settings=None,            # settings (resolved once by the caller) or overrides
+                now:float|None=None) -> dict:
+    "Check one window of the monitored version and act by the policy; the decision (`status`: ok, drift or broken)."
+    s = get_settings(settings); cfg, paths = s.drift, home_paths(s); policy = policy or cfg.policy
+    if policy not in ('off', 'alert', 'retrain'): raise ValueError(f"unknown policy {policy!r}: off, alert or retrain")
+    reg = Registry(paths.registry); name = reg.model_name(model_name); v = reg.resolve(name, model)
+    version = f'{name}:{v}'; m = LoadedModel(reg.read(name, v, 'model'), version)
+    window, findings = file_window(m, data) if data else (log_window(paths.prediction_log, version, cfg.window_hours, now), {})
+    if window.height == 0 and not findings.get('rows'): return _quiet(version, 0, 'no predictions in the window')
+    if 0 < window.height < cfg.min_rows:
+        return _quiet(version, window.height, f'not enough rows to judge: {window.height} < drift.min_rows ({cfg.min_rows})')
+    wid = _window_id(version, window, policy) if window.height else f"broken-{findings['sha256'][:16]}"
+    out = paths.monitor/wid
+    if (out/'decision.json').exists(): return json.loads((out/'decision.json').read_text()) | dict(repeated=True)
+    return _judge(window, findings, m, reg, name, v, policy, out, s)
+
+# %% ../nbs/11_monitor.ipynb #93994a44
+def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, policy:str, out:Path, s) -> dict:
+    "Drift, performance and contract findings of a window; the evidence written, alarms recorded and raised."
+    time_now = dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
+    base = dict(model_version=m.version, rows=window.height, window=out.name, policy=policy, time=time_now)
+    if window.height == 0:     # every row of the batch failed to type: the data is broken, not healthy
+        decision = base | dict(status='broken', reasons=[f"all {findings['rows']} rows break the contract's types"],
+                               contract=findings)
+        return _record(decision, reg, name, out, s)
+    profile = Profile.from_json(reg.read(name, v, 'drift_reference'))
+    rep = drift_report(profile, window, s) | dict(contract=findings)
+    perf = performance(window, m.positive, reg.show(name, v)['metrics'].get('roc_auc'), s)
+    reasons = _reasons(rep, perf, findings)
+    decision = base | dict(status='drift' if reasons else 'ok', reasons=reasons)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out/'report.json', json.dumps(dict(drift=rep, performance=perf), indent=2, default=str))
     numeric, categorical = profile_kinds(profile, window.columns)
     sample = pl.read_parquet(io.BytesIO(reg.read(name, v, 'reference_sample')))
-    snap, _ = evidently_report(sample, window.sample(min(window.height, 20_000), seed=0), numeric, categorical, settings)
+    snap, _ = evidently_report(sample, window.sample(min(window.height, 20_000), seed=0), numeric, categorical, s)
     snap.save_html(str(out/'report.html'))
-    if decision['status'] == 'drift':
-        reg.record(name, 'drift', decision['reasons'], dict(window=out.name, rows=decision['rows'], version=m.version))
-        if decision['policy'] in ('alert', 'retrain'): decision['webhook'] = _alert(decision, cfg)
-        if decision['policy'] == 'retrain': decision['retrain'] = _retrain(window, m, reg, name, out, settings)
+    if decision['status'] == 'drift' and policy == 'retrain': decision['retrain'] = _retrain_request(window, m, out, s)
+    return _record(decision, reg, name, out, s)
+
+# %% ../nbs/11_monitor.ipynb #85fff2fb
+def _record(decision:dict, reg:Registry, name:str, out:Path, s) -> dict:
+    "Record an alarm in the audit log and raise it by the policy; write the decision and the manifest."
+    out.mkdir(parents=True, exist_ok=True)
+    if decision['status'] != 'ok':
+        reg.record(name, 'drift', decision['reasons'], dict(window=out.name, rows=decision['rows'],
+                                                             version=decision['model_version']))
+        if decision['policy'] in ('alert', 'retrain'): decision['webhook'] = _alert(decision, s.drift)
     write_atomic(out/'decision.json', json.dumps(decision, indent=2, default=str))
-    update_manifest(out, outputs=[file_record(out/p, r) for p, r in (('report.json', 'report'), ('report.html', 'report_html'), ('decision.json', 'decision'))],
-                    status=decision['status'])
+    files = [(p, r) for p, r in (('report.json', 'report'), ('report.html', 'report_html'), ('decision.json', 'decision'))
+             if (out/p).exists()]
+    update_manifest(out, outputs=[file_record(out/p, r) for p, r in files], status=decision['status'])
     return decision
 
-def _retrain(window:pl.DataFrame, m, reg, name:str, out:Path, settings) -> dict:
-    "Run the pipeline on the window's labelled rows; the new version's gate decision."
-    from mlsys.pipeline import run_pipeline
-    c = m.contract; lab = window.filter(pl.col('label').is_not_null()) if 'label' in window.columns else window.clear()
-    if lab.height < int(get_settings(settings).drift.min_labels): return dict(ran=False, reason=f'{lab.height} labelled rows, fewer than drift.min_labels')
-    data = lab.with_columns(pl.col('label').alias(c['target'])).select([k for k in c['columns'] if k in lab.columns or k == c['target']])
-    write_parquet_atomic(data, out/'retrain_data.parquet')
-    run_dir = run_pipeline(dict(data=str(out/'retrain_data.parquet'), target=c['target'],
-                                id_column=c.get('id_column') if c.get('id_column') in data.columns else None))
-    dec = json.loads((Path(run_dir)/'register'/'decision.json').read_text())
-    reg.record(name, 'retrain', [f"run {Path(run_dir).name}: version {dec['to_version']} {dec['action']}"], dict(window=out.name))
-    return dict(ran=True, run_dir=str(run_dir), version=dec['to_version'], action=dec['action'], gates=dec['gates'])
-
-# %% ../nbs/11_monitor.ipynb #45c5cd44
-def add_monitor_command(sub):
-    "The `monitor` subcommand of the `mlsys` command line."
-    p = sub.add_parser('monitor', help="check the prediction log's latest window (or a batch file) for drift; act by the policy")
-    p.add_argument('--data', help='a CSV or parquet batch to check instead of the prediction log')
-    p.add_argument('--model', default='production', help='alias or version to monitor')
-    p.add_argument('--model-name', dest='model_name'); p.add_argument('--registry')
-    p.add_argument('--policy', choices=['off', 'alert', 'retrain'], help='default: drift.policy in settings')
-    p.set_defaults(func=monitor_command)
-
-def monitor_command(a) -> int:
-    "`mlsys monitor`: 0 healthy, 1 drift, 2 the check failed."
-    try: d = run_monitor(a.data, a.model, a.model_name, a.registry, a.policy)
-    except Exception as e:
-        print(f'mlsys: monitor failed: {type(e).__name__}: {e}', file=sys.stderr); return 2
-    print(json.dumps(d, default=str)); return 1 if d['status'] == 'drift' else 0
+def _retrain_request(window:pl.DataFrame, m:LoadedModel, out:Path, s) -> dict:
+    "What a retraining needs, written for the job layer to carry out: the window's labelled rows as a data file."
+    c = m.contract
+    lab = window.filter(pl.col('label').is_not_null()) if 'label' in window.columns else window.clear()
+    if lab.height < s.drift.min_labels:
+        return dict(requested=False, reason=f'{lab.height} labelled rows, fewer than drift.min_labels')
+    data = (lab.with_columns(pl.col('label').alias(c['target']))
+            .select([k for k in c['columns'] if k in lab.columns or k == c['target']]))
+    path = write_parquet_atomic(data, out/'retrain_data.parquet')
+    return dict(requested=True, data=str(path), target=c['target'],
+                id_column=c.get('id_column') if c.get('id_column') in data.columns else None)

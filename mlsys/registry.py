@@ -4,24 +4,26 @@
 
 # %% ../nbs/08_registry.ipynb #7ed31f3e
 from __future__ import annotations
-import datetime as dt, getpass, hashlib, io, json, os, re, sqlite3, tempfile
+import datetime as dt, getpass, hashlib, json, os, re, sqlite3, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from fastcore.basics import patch
-from .config import environment_versions, file_record, get_settings, home_dir, read_manifest, update_manifest, write_atomic
+from .config import get_settings
+
 
 # %% auto #0
-__all__ = ['NAME', 'SHA256', 'SCHEMA', 'RUN_ARTIFACTS', 'check_name', 'Registry', 'IntegrityError', 'check_gates',
-           'add_registry_commands', 'registry_command', 'run_lineage', 'run_register']
+__all__ = ['NAME', 'SHA256', 'VERSION', 'SCHEMA', 'check_name', 'Registry', 'IntegrityError', 'check_gates']
 
 # %% ../nbs/08_registry.ipynb #956ffe9d
-NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
+NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')   # ASCII only: `１` (full width) is not the digit 1
 SHA256 = re.compile(r'[0-9a-f]{64}')
+VERSION = re.compile(r'[0-9]+')
 
 def check_name(name, kind:str='name') -> str:
     "`name` if it is a safe registry name; else a `ValueError` that says why."
     if not isinstance(name, str) or not NAME.fullmatch(name) or '..' in name:
-        raise ValueError(f"invalid {kind} {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'")
+        raise ValueError(f"invalid {kind} {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit, without '..'")
     return name
 
 # %% ../nbs/08_registry.ipynb #48e0be19
@@ -40,9 +42,9 @@ def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec='m
 
 class Registry:
     "Model versions, artifacts and aliases: a SQLite file and a content-addressed folder."
-    def __init__(self, root=None):
-        self.root = Path(root) if root else home_dir()/'registry'
-        self.store = self.root/'artifacts'; self.db = self.root/'registry.sqlite'
+    def __init__(self, root:Path|str): # the registry's folder (a job takes it from `home_paths(settings).registry`)
+        self.root = Path(root)
+        self.store, self.db = self.root/'artifacts', self.root/'registry.sqlite'
         (self.store/'tmp').mkdir(parents=True, exist_ok=True)
         with self._db() as c: c.executescript(SCHEMA)
     def __repr__(self): return f'Registry({str(self.root)!r})'
@@ -112,12 +114,17 @@ def register(self:Registry, name:str, artifacts:dict, lineage:dict|None=None, me
 # %% ../nbs/08_registry.ipynb #a63bee23
 @patch
 def resolve(self:Registry, name:str, ref) -> int:
-    "The version number `ref` names: a number, or an alias."
+    "The version number `ref` names: a number (ASCII digits), or an alias."
     check_name(name, 'model name')
+    number = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+    if isinstance(ref, str) and VERSION.fullmatch(ref): number = int(ref)
+    if number is not None and not 0 < number < 2**63: raise KeyError(f"{name} has no version {ref!r}")
     with self._db() as c:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            row = c.execute('SELECT version FROM versions WHERE name = ? AND version = ?', (name, int(ref))).fetchone()
-        else: row = c.execute('SELECT version FROM aliases WHERE name = ? AND alias = ?', (name, check_name(ref, 'alias'))).fetchone()
+        if number is not None:
+            row = c.execute('SELECT version FROM versions WHERE name = ? AND version = ?', (name, number)).fetchone()
+        else:
+            row = c.execute('SELECT version FROM aliases WHERE name = ? AND alias = ?',
+                            (name, check_name(ref, 'alias'))).fetchone()
     if row is None: raise KeyError(f"{name} has no version or alias {ref!r}")
     return row[0]
 
@@ -147,6 +154,16 @@ def versions(self:Registry, name:str|None=None) -> list[dict]:
                          'ON a.name = v.name AND a.version = v.version WHERE ? IS NULL OR v.name = ? GROUP BY v.name, v.version '
                          'ORDER BY v.name, v.version', (name, name)).fetchall()
     return [dict(r) | dict(aliases=sorted((r['aliases'] or '').split(',')) if r['aliases'] else []) for r in rows]
+
+# %% ../nbs/08_registry.ipynb #f8e8cea3
+@patch
+def model_name(self:Registry, name:str|None=None) -> str:
+    "`name` when given; else the registry's only model; else a `KeyError` that lists the names it has."
+    if name: return check_name(name, 'model name')
+    with self._db() as c: names = [r[0] for r in c.execute('SELECT DISTINCT name FROM versions ORDER BY name')]
+    if len(names) == 1: return names[0]
+    has = f"several: {', '.join(names)}" if names else 'none'
+    raise KeyError(f"no model name given, and the registry at {self.root} has {has}: name one (--model-name)")
 
 # %% ../nbs/08_registry.ipynb #2ce6ca61
 def _gate(name:str, passed:bool, detail:str) -> dict: return dict(gate=name, passed=bool(passed), detail=detail)
@@ -234,82 +251,16 @@ def rollback(self:Registry, name:str, alias:str='production', reason:str='', act
             c.execute('ROLLBACK'); raise
     return dict(name=name, alias=alias, action='rollback', from_version=cur, to_version=stack[-2])
 
+# %% ../nbs/08_registry.ipynb #9feb8485
+@patch
+def previous(self:Registry, name:str, alias:str='production') -> int:
+    "The version `alias` pointed at before its current one (what a rollback returns to, or a fallback serves)."
+    stack = _alias_stack(self.history(name, alias))
+    if len(stack) < 2: raise KeyError(f"{name} {alias} has no previous version")
+    return stack[-2]
+
 # %% ../nbs/08_registry.ipynb #75b1c5f8
 @patch
 def record(self:Registry, name:str, action:str, reasons:list[str], evidence:dict|None=None, actor:str|None=None):
     "Write evidence that moves no alias (a drift alarm, a retraining) to the audit log."
     with self._db() as c: self._audit(c, check_name(name, 'model name'), None, check_name(action, 'action'), None, None, '; '.join(reasons), evidence, actor)
-
-# %% ../nbs/08_registry.ipynb #9ce99fbf
-def add_registry_commands(sub):
-    "The `registry` subcommands of the `mlsys` command line."
-    r = sub.add_parser('registry', help='list, show, promote, roll back and audit registered models')
-    r.add_argument('--registry', help='registry folder (default: <home>/registry)')
-    rs = r.add_subparsers(dest='registry_command', required=True)
-    rs.add_parser('list', help='every version and its aliases').add_argument('name', nargs='?')
-    s = rs.add_parser('show', help="a version's lineage, metrics and artifacts"); s.add_argument('name'); s.add_argument('ref')
-    p = rs.add_parser('promote', help='move an alias to a version through the gates')
-    p.add_argument('name'); p.add_argument('ref'); p.add_argument('--alias', default='production')
-    p.add_argument('--reason', default=''); p.add_argument('--force', action='store_true', help='past failed gates (needs --reason)')
-    b = rs.add_parser('rollback', help='move an alias back to its previous version'); b.add_argument('name')
-    b.add_argument('--alias', default='production'); b.add_argument('--reason', default='')
-    h = rs.add_parser('history', help='the audit log'); h.add_argument('name'); h.add_argument('--alias')
-    r.set_defaults(func=registry_command)
-
-# %% ../nbs/08_registry.ipynb #86263070
-def registry_command(a) -> int:
-    "Run one `mlsys registry` subcommand; its exit status."
-    import sys
-    try:
-        reg, cmd = Registry(a.registry), a.registry_command
-        if cmd == 'list': res = reg.versions(a.name)
-        elif cmd == 'show': res = reg.show(a.name, a.ref)
-        elif cmd == 'promote': res = reg.promote(a.name, a.ref, a.alias, a.reason, a.force)
-        elif cmd == 'rollback': res = reg.rollback(a.name, a.alias, a.reason)
-        else: res = reg.history(a.name, a.alias)
-    except (KeyError, ValueError, PermissionError, IntegrityError) as e:
-        print(f"mlsys: {e.args[0] if e.args else e}", file=sys.stderr); return 2
-    print(json.dumps(res, indent=2, default=str))
-    return 3 if cmd == 'promote' and not res['promoted'] else 0
-
-# %% ../nbs/08_registry.ipynb #76683ff6
-RUN_ARTIFACTS = {'model': 'export/model.onnx', 'export_report': 'export/export.json', 'evaluation': 'evaluate/metrics.json',
-                 'model_card': 'evaluate/model_card.md', 'model_card_html': 'evaluate/model_card.html', 'feature_spec': 'features/spec.json',
-                 'contract': 'ingest/contract.json', 'checkpoint': 'train/checkpoints/best.ckpt', 'hparams': 'train/hparams.json',
-                 'explain_background': 'evaluate/explain_background.json'}
-
-def run_lineage(run_dir:Path) -> tuple[dict, dict]:
-    "The lineage and the gate metrics of a finished run, from its stages' manifests and reports."
-    man = {s: read_manifest(run_dir/s) for s in ('ingest', 'features', 'train', 'evaluate', 'export')}
-    ev, ex = json.loads((run_dir/'evaluate'/'metrics.json').read_text()), json.loads((run_dir/'export'/'export.json').read_text())
-    data = [i for i in man['ingest'].get('inputs', []) + man['ingest'].get('outputs', []) if i.get('role') in ('data', 'accepted')]
-    lineage = dict(run_id=run_dir.name, data=data, contract_sha256=man['features'].get('contract_hash'), feature_spec_sha256=man['features'].get('spec_hash'),
-                   parameters={s: m.get('parameters') for s, m in man.items()}, settings=man['train'].get('settings'), hparams=man['train'].get('hparams'),
-                   git_commit=man['train'].get('git_commit'), versions=environment_versions() | _library_versions(),
-                   fairness={k: v['summary'] for k, v in ev['fairness'].items()}, shipped_variant=ex['shipped'])
-    metrics = dict(roc_auc=ev['metrics']['model']['roc_auc']['value'], pr_auc=ev['metrics']['model']['pr_auc']['value'],
-                   threshold=ev['threshold'], fairness_passed=ev['fairness_passed'], parity_passed=ex['parity']['passed'],
-                   fairness_failed=[k for k, v in ev['fairness'].items() if not v['summary']['passed']], latency_ms_batch1=ex['latency_ms_batch1'])
-    return lineage, metrics
-
-def _library_versions() -> dict:
-    "Versions of the libraries a model's behaviour depends on."
-    from importlib import metadata as md
-    return {p: md.version(p) for p in ('torch', 'lightning', 'onnx', 'onnxruntime', 'polars', 'scikit-learn', 'fairlearn')}
-
-# %% ../nbs/08_registry.ipynb #4e8be62c
-def run_register(run_dir, out=None, model_name:str='churn', alias:str='production', registry=None, settings:dict|None=None) -> dict:
-    "The register job: store the run's artifacts with their lineage, then promote through the gates; the decision."
-    run_dir = Path(run_dir); out = Path(out or tempfile.mkdtemp()); out.mkdir(parents=True, exist_ok=True)
-    name = check_name(model_name, 'model name')
-    files = {r: run_dir/p for r, p in RUN_ARTIFACTS.items() if (run_dir/p).exists()}
-    files |= {f'notebook_{s}': run_dir/s/'notebook.ipynb' for s in ('ingest', 'features', 'train', 'evaluate', 'export') if (run_dir/s/'notebook.ipynb').exists()}
-    lineage, metrics = run_lineage(run_dir)
-    from mlsys.monitor import run_reference
-    files |= run_reference(run_dir, out)                  # the drift reference: the training split, profiled once
-    reg = Registry(registry); v = reg.register(name, files, lineage, metrics)
-    decision = reg.promote(name, v, alias, reason=f'run {run_dir.name}', settings=settings) | dict(registry=str(reg.root))
-    write_atomic(out/'decision.json', json.dumps(decision, indent=2))
-    update_manifest(out, inputs=[file_record(p, r) for r, p in files.items()], outputs=[file_record(out/'decision.json', 'decision')],
-                    model=name, version=v, promoted=decision['promoted'])
-    return decision

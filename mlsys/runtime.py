@@ -16,7 +16,8 @@ from scipy.stats import rankdata
 from .data import Contract, contract_from_dict, frame_feeds
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'roc_auc', 'PredictionLog']
+__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'roc_auc', 'PredictionLog',
+           'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -69,10 +70,11 @@ class LoadedModel:
 
 # %% ../nbs/07_runtime.ipynb #faa5bcb3
 def scoring_contract(m:LoadedModel) -> Contract:
-    "The contract that new rows for `m` must meet: no target, and the key's training range lifted."
+    "The contract that new rows for `m` must meet: no target, and the key's training range and uniqueness lifted."
     c = contract_from_dict(m.contract)
     c.columns.pop(c.target, None); c.target = None
     if c.id_column in c.columns: c.columns[c.id_column].min = c.columns[c.id_column].max = None
+    c.id_column = None   # scoring the same key twice is allowed, online and in batch, however a file is chunked
     return c
 
 # %% ../nbs/07_runtime.ipynb #3e5e0dd8
@@ -165,10 +167,12 @@ LEFT JOIN (SELECT request_id, label, MAX(time) FROM feedback GROUP BY request_id
 WHERE p.version = ? AND p.role != 'shadow' AND p.time >= ?"""
 _WINDOW_SCHEMA = dict(request_id=pl.String, time=pl.Float64, inputs=pl.String, probability=pl.Float64, label=pl.String)
 
-@patch
-def window(self:PredictionLog, version:str, hours:float, now:float|None=None) -> pl.DataFrame:
+def log_window(path:Path|str,           # a prediction log's SQLite file
+               version:str,               # the version label whose predictions to read
+               hours:float,               # how far back
+               now:float|None=None) -> pl.DataFrame:
     "The predictions of `version` in the last `hours`: inputs as columns, `probability`, `label` (null until posted)."
-    with sqlite3.connect(self.path, timeout=60) as c:
+    with sqlite3.connect(path, timeout=60) as c:
         rows = c.execute(_WINDOW_SQL, (version, (now or time.time()) - hours * 3600)).fetchall()
     if not rows: return pl.DataFrame()
     meta = pl.DataFrame(rows, schema=_WINDOW_SCHEMA, orient='row')

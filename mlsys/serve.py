@@ -4,42 +4,24 @@
 
 # %% ../nbs/09_serve.ipynb #4dd1adbc
 from __future__ import annotations
-import asyncio, hashlib, hmac, itertools, math, os, sqlite3, threading, time, uuid
+import asyncio, gc, hashlib, hmac, importlib, itertools, json, math, os, time, uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 import numpy as np
 import orjson
-from .config import get_settings, home_dir
+from fastcore.basics import patch
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+from .config import Settings, get_settings, home_paths
+from .registry import Registry
+from .runtime import LoadedModel, PredictionLog, model_source
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SERVE_FLAGS', 'LoadedModel', 'RequestError', 'parse_records', 'PredictionLog', 'model_source',
-           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'guard', 'read_body', 'next_request_id', 'openapi',
-           'app', 'create_app', 'add_serve_commands', 'serve_command', 'model_inputs', 'score_file', 'score_command']
-
-# %% ../nbs/09_serve.ipynb #b508fd41
-class LoadedModel:
-    "One ONNX model ready to score: its session, contract, inputs, threshold and version label."
-    def __init__(self, data:bytes, version:str, threads:int=1):
-        import onnxruntime as ort
-        so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        self.session, self.version = ort.InferenceSession(data, so, providers=['CPUExecutionProvider']), version
-        meta = {k: _json_or_text(v) for k, v in self.session.get_modelmeta().custom_metadata_map.items()}
-        self.meta, self.contract = meta, meta.get('contract') or {'columns': {}}
-        self.inputs = [(i.name, i.type == 'tensor(string)') for i in self.session.get_inputs()]
-        self.threshold, self.positive = float(meta.get('threshold', 0.5)), meta.get('positive', 1)
-        self.columns = self.contract['columns']
-        cats = (self.columns.get(self.contract.get('target') or '', {}) or {}).get('categories') or []
-        neg = next((c for c in cats if str(c) != str(self.positive)), None)
-        self.labels = (neg if neg is not None else f'not {self.positive}', self.positive)   # negative, positive
-
-    def predict(self, cols:dict) -> np.ndarray:
-        "Probabilities for input arrays `{name: (n, 1) array}`."
-        return self.session.run(['probability'], cols)[0]
-
-def _json_or_text(v:str):
-    try: return orjson.loads(v)
-    except orjson.JSONDecodeError: return v
+__all__ = ['SETTINGS_VARIABLE', 'RequestError', 'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
+           'read_body', 'next_request_id', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -57,6 +39,8 @@ def _check_value(v, rule:dict, text:bool) -> str|None:
         return None
     if isinstance(v, bool) and rule.get('dtype') != 'bool': return 'expected a number, got a boolean'
     if not isinstance(v, (int, float)): return f'expected a number, got {type(v).__name__}'
+    if rule.get('dtype') == 'int64' and isinstance(v, float) and not v.is_integer():
+        return f'{v} is not a whole number, and the contract says int64'
     if rule.get('min') is not None and v < rule['min']: return f'{v} is below the contract minimum {rule["min"]}'
     if rule.get('max') is not None and v > rule['max']: return f'{v} is above the contract maximum {rule["max"]}'
     return None
@@ -79,55 +63,7 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject') -> tuple[di
     if problems: raise RequestError(422, problems)
     return {name: np.array(cols[name], dtype=object if text else np.float64).reshape(-1, 1) for name, text in model.inputs}, recs
 
-# %% ../nbs/09_serve.ipynb #f58469a0
-LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions(request_id TEXT NOT NULL, time REAL NOT NULL, version TEXT NOT NULL, role TEXT NOT NULL,
-    inputs TEXT NOT NULL, probability REAL NOT NULL, prediction TEXT, latency_ms REAL, degraded INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS predictions_request ON predictions(request_id);
-CREATE INDEX IF NOT EXISTS predictions_time ON predictions(time);
-CREATE TABLE IF NOT EXISTS feedback(request_id TEXT NOT NULL, label TEXT NOT NULL, time REAL NOT NULL);
-"""
-
-class PredictionLog:
-    "Predictions and feedback appended to SQLite by a background thread, in batches, off the request path."
-    def __init__(self, path, interval:float=0.2):
-        self.path, self.interval, self.pending, self.stop = Path(path), interval, {'predictions': [], 'feedback': []}, threading.Event()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path, timeout=60) as c: c.execute('PRAGMA journal_mode=WAL'); c.executescript(LOG_SCHEMA)
-        self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True); self.thread.start()
-
-    def add(self, rows:list[tuple]): self.pending['predictions'].extend(rows)   # one list append: no lock, no wake-up
-    def feedback(self, request_id:str, label): self.pending['feedback'].append((request_id, str(label), time.time()))
-    def close(self): self.stop.set(); self.thread.join(timeout=10)
-
-# %% ../nbs/09_serve.ipynb #4a25e72c
-def _log_run(self:PredictionLog, chunk:int=32):
-    "Every `interval` seconds, swap the pending lists for empty ones and write what was taken, in small transactions."
-    c = sqlite3.connect(self.path, timeout=60)
-    c.execute('PRAGMA synchronous=NORMAL')   # WAL: every commit still atomic; an OS crash may lose the last fraction of a second
-    while True:
-        stopping = self.stop.wait(self.interval)
-        taken, self.pending = self.pending, {'predictions': [], 'feedback': []}   # requests now append to the new lists
-        for table, rows, marks in (('predictions', taken['predictions'], 9), ('feedback', taken['feedback'], 3)):
-            for i in range(0, len(rows), chunk):        # small pieces: the request path gets the GIL back between them
-                with c: c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * marks)})", rows[i:i + chunk])
-                time.sleep(0)
-        if stopping: break
-    c.close()
-
-PredictionLog._run = _log_run
-
 # %% ../nbs/09_serve.ipynb #4e8c400b
-def model_source(ref:str, name:str, registry=None, loaded=()) -> tuple[bytes|None, str]:
-    "The ONNX bytes and the version label of `ref` (an alias, a version number or a .onnx path); no bytes for a label in `loaded`."
-    if str(ref).endswith('.onnx'):
-        data = Path(ref).read_bytes()
-        return data, f'file:{hashlib.sha256(data).hexdigest()[:12]}'
-    from mlsys.registry import Registry
-    reg = Registry(registry); v = reg.resolve(name, ref)
-    label = f'{name}:{v}'
-    return (None if label in loaded else reg.read(name, v, 'model')), label   # a reload poll reads and hashes nothing it has
-
 def warmup_record(model:LoadedModel) -> dict:
     "A record that meets the contract, for the warm-up inference."
     def value(name, text):
@@ -154,57 +90,49 @@ class Rollout:
 # %% ../nbs/09_serve.ipynb #d1ea17f1
 class Server:
     "The serving state: models, log, metrics, limits; and the loader that follows the registry."
-    def __init__(self, model:str|None=None, settings:dict|None=None, registry=None, log_path=None):
-        self.cfg = get_settings(settings).serve
-        self.ref, self.name, self.registry = model or self.cfg.model, self.cfg.model_name, registry
-        c = self.cfg                            # what every request reads, converted once
-        self.max_body, self.extra, self.budget = int(c.max_body_bytes), str(c.extra_columns), float(c.time_budget_ms) / 1e3
-        self.api_key, self.rate, self.burst = str(c.api_key or ''), float(c.rate_limit), float(c.rate_burst)
+    def __init__(self, settings:Settings|dict|None=None, # settings, resolved once (or overrides)
+                 model:str|None=None):                  # what to serve; None: `serve.model`
+        self.settings = s = get_settings(settings); self.cfg = c = s.serve
+        self.ref = model or c.model
+        self.registry = None if str(self.ref).endswith('.onnx') else Registry(home_paths(s).registry)
+        self.name = self.registry.model_name(c.model_name) if self.registry else None
+        self.max_body, self.extra, self.budget = c.max_body_bytes, c.extra_columns, c.time_budget_ms / 1e3
+        self.api_key, self.rate, self.burst = c.api_key, c.rate_limit, c.rate_burst
         self.rollout, self.ready, self.load_error, self._loaded = Rollout(), False, None, {}
-        self.log = PredictionLog(log_path or home_dir(get_settings(settings))/'predictions'/'log.sqlite')
+        self.log = PredictionLog(home_paths(s).prediction_log, durable=c.durable_log)
         self.shadow_pool, self.shadow_pending, self._explainers = ThreadPoolExecutor(1, thread_name_prefix='shadow'), 0, {}
         self.buckets, self.metrics = {}, _Metrics()
 
-    def _model(self, ref) -> LoadedModel|None:
-        "The model `ref` names, loaded and warmed up (reused while its version is unchanged); None for no ref."
-        if ref in (None, '', 'none'): return None
-        if ref == 'previous': ref = self._previous()
-        data, version = model_source(ref, self.name, self.registry, self._loaded)
-        if (m := self._loaded.get(version)) is None:
-            m = LoadedModel(data, version, int(self.cfg.threads))
-            m.predict(parse_records(orjson.dumps(warmup_record(m)), m, 'ignore')[0])   # the warm-up inference
-        return m
-
 # %% ../nbs/09_serve.ipynb #32dcd394
-def _previous(self:Server) -> str:
-    "The version the alias pointed at before its current one (the fallback `previous`)."
-    from mlsys.registry import Registry, _alias_stack
-    stack = _alias_stack(Registry(self.registry).history(self.name, self.ref))
-    if len(stack) < 2: raise KeyError(f"{self.name} {self.ref} has no previous version for a fallback")
-    return str(stack[-2])
+@patch
+def _model(self:Server, ref) -> LoadedModel|None:
+    "The model `ref` names, loaded and warmed up (reused while its version is unchanged); None for no ref."
+    if ref in (None, '', 'none'): return None
+    if ref == 'previous': ref = str(self.registry.previous(self.name, self.ref))
+    data, version = model_source(ref, self.name, self.registry, self._loaded)
+    if (m := self._loaded.get(version)) is None:
+        m = LoadedModel(data, version, self.cfg.threads)
+        m.predict(parse_records(orjson.dumps(warmup_record(m)), m, 'ignore')[0])   # the warm-up inference
+    return m
 
-def _load(self:Server) -> bool:
+@patch
+def load(self:Server) -> bool:
     "Resolve and load every model of the rollout; swap it in when all loaded; whether anything changed."
     c = self.cfg
-    try:
-        new = Rollout(self._model(self.ref), self._model(c.candidate), float(c.canary_share), str(c.shadow).lower() == 'true',
-                      self._model(c.fallback) if c.fallback else None)
+    try: new = Rollout(self._model(self.ref), self._model(c.candidate), c.canary_share, c.shadow, self._model(c.fallback))
     except Exception as e:                        # keep serving what is loaded; say why in /readyz
         self.load_error = f'{type(e).__name__}: {e}'; return False
-    changed = [getattr(m, 'version', None) for m in (new.primary, new.candidate, new.fallback)] != \
-              [getattr(m, 'version', None) for m in (self.rollout.primary, self.rollout.candidate, self.rollout.fallback)]
+    versions = lambda ro: [getattr(m, 'version', None) for m in (ro.primary, ro.candidate, ro.fallback)]
+    changed = versions(new) != versions(self.rollout)
     self.rollout, self.ready, self.load_error = new, True, None
     self._loaded = {m.version: m for m in (new.primary, new.candidate, new.fallback) if m}
     if changed: self.metrics.reloads.inc()
     return changed
 
-Server._previous, Server.load = _previous, _load
-
 # %% ../nbs/09_serve.ipynb #40d4ff14
 class _Metrics:
     "The server's Prometheus metrics, in a registry of their own."
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
         self.registry = r = CollectorRegistry()
         self.requests = Counter('mlsys_requests', 'HTTP requests', ['route', 'status'], registry=r)
         self.latency = Histogram('mlsys_request_seconds', 'Request latency', ['route'], registry=r,
@@ -215,9 +143,7 @@ class _Metrics:
         self.shadow = Counter('mlsys_shadow', 'Shadow scorings', ['outcome'], registry=r)
         self.reloads = Counter('mlsys_model_reloads', 'Model versions swapped in', registry=r)
 
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
-        return generate_latest(self.registry)
+    def text(self) -> bytes: return generate_latest(self.registry)
 
 # %% ../nbs/09_serve.ipynb #2b12611c
 def _key_ok(headers, key:str) -> bool:
@@ -225,6 +151,7 @@ def _key_ok(headers, key:str) -> bool:
     got = headers.get('x-api-key') or headers.get('authorization', '').removeprefix('Bearer ').strip()
     return hmac.compare_digest(got.encode(), key.encode())
 
+@patch
 def _rate_wait(self:Server, client:str) -> float:
     "0 when the client may go on; else the seconds until its next token."
     rate, burst = self.rate, self.burst
@@ -236,15 +163,15 @@ def _rate_wait(self:Server, client:str) -> float:
     self.buckets[client] = (tokens, now)
     return (1 - tokens) / rate
 
+@patch
 def guard(self:Server, request) -> tuple[int, dict]|None:
     "None when the request may go on; else the status and the error body."
     key = self.api_key
     if key and not _key_ok(request.headers, key): return 401, dict(error='missing or wrong API key')
-    client = (request.headers.get('x-api-key') or request.headers.get('authorization')) if key else (request.client.host if request.client else '?')
-    if wait := _rate_wait(self, client or '?'): return 429, dict(error='rate limit exceeded', retry_after=math.ceil(wait))
+    client = ((request.headers.get('x-api-key') or request.headers.get('authorization')) if key else
+              (request.client.host if request.client else '?'))
+    if wait := self._rate_wait(client or '?'): return 429, dict(error='rate limit exceeded', retry_after=math.ceil(wait))
     return None
-
-Server.guard = guard
 
 # %% ../nbs/09_serve.ipynb #ef88649f
 async def read_body(request, limit:int) -> bytes:
@@ -260,16 +187,19 @@ async def read_body(request, limit:int) -> bytes:
 
 
 # %% ../nbs/09_serve.ipynb #8de26836
+@patch
 async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout):
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
     if ro.fallback is None: return model.predict(cols), False, model
     try:
-        p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget) if self.budget > 0 else model.predict(cols)
+        if self.budget <= 0: return model.predict(cols), False, model
+        p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget)
         return p, False, model
     except Exception:
         self.metrics.fallbacks.inc()
         return ro.fallback.predict(cols), True, ro.fallback
 
+@patch
 def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, rid:str):
     "Score a copy with the shadow candidate on its worker thread; dropped when too much shadow work waits."
     if self.shadow_pending >= 64: self.metrics.shadow.labels('dropped').inc(); return
@@ -277,37 +207,39 @@ def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, rid:str):
     def run():
         try:
             t0 = time.perf_counter(); p = cand.predict(cols); ms = (time.perf_counter() - t0) * 1e3
-            self.log.add(_log_rows(rid, cand, 'shadow', recs, p, ms, False)); self.metrics.shadow.labels('scored').inc()
+            self.log.add(_log_rows(rid, cand, 'shadow', recs, p, ms, False))
+            self.metrics.shadow.labels('scored').inc()
         except Exception: self.metrics.shadow.labels('failed').inc()
         finally: self.shadow_pending -= 1
     self.shadow_pool.submit(run)
 
 def _log_rows(rid, m:LoadedModel, role, recs, p, ms, degraded) -> list[tuple]:
-    (neg, pos), now = m.labels, time.time()
-    return [(rid, now, m.version, role, orjson.dumps(r).decode(), float(q), str(pos if q >= m.threshold else neg), ms, int(degraded))
+    now = time.time()
+    return [(rid, now, m.version, role, orjson.dumps(r).decode(), float(q), m.label(q), ms, int(degraded))
             for r, q in zip(recs, p)]
 
-Server._score, Server._shadow = _score, _shadow
-
 # %% ../nbs/09_serve.ipynb #b4168c09
+@patch
 async def _predict(self:Server, request) -> tuple[int, dict]:
     "POST /v1/predict: one record or a batch."
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
     body = await read_body(request, self.max_body)
-    canary = ro.candidate is not None and ro.canary_share > 0 and canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share
+    canary = (ro.candidate is not None and ro.canary_share > 0 and
+              canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share)
     model = ro.candidate if canary else ro.primary
     cols, recs = parse_records(body, model, self.extra)
     p, degraded, used = await self._score(model, cols, ro)
-    (neg, pos), ms = used.labels, (time.perf_counter() - t0) * 1e3
-    self.log.add(_log_rows(rid, used, 'fallback' if degraded else 'canary' if canary else 'primary', recs, p, ms, degraded))
+    ms = (time.perf_counter() - t0) * 1e3
+    role = 'fallback' if degraded else 'canary' if canary else 'primary'
+    logged = self.log.add(_log_rows(rid, used, role, recs, p, ms, degraded))
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, rid)
     for q in p: self.metrics.probability.observe(float(q))
+    if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     return 200, dict(request_id=rid, model_version=used.version, degraded=degraded,
-                     predictions=[dict(prediction=pos if q >= used.threshold else neg, probability=float(q)) for q in p])
-
-Server._predict = _predict
+                     predictions=[dict(prediction=used.labels[1] if q >= used.threshold else used.labels[0],
+                                       probability=float(q)) for q in p])
 
 _ID_PREFIX, _ID_COUNTER = os.urandom(8).hex(), itertools.count()
 def next_request_id() -> str:
@@ -315,6 +247,7 @@ def next_request_id() -> str:
     return f'{_ID_PREFIX}{next(_ID_COUNTER):016x}'
 
 # %% ../nbs/09_serve.ipynb #a2121625
+@patch
 async def _feedback(self:Server, request) -> tuple[int, dict]:
     "POST /v1/feedback: a delayed label for a request id."
     if (refused := self.guard(request)): return refused
@@ -325,9 +258,10 @@ async def _feedback(self:Server, request) -> tuple[int, dict]:
                 [_problem(None, 'request_id', 'expected the 32-hex-digit request id of a prediction')])
     if not isinstance(label, (str, int, float, bool)): problems.append(_problem(None, 'label', 'expected a label (text, number or boolean)'))
     if problems: raise RequestError(422, problems)
-    self.log.feedback(rid, label)
+    if (logged := self.log.feedback(rid, str(label))) is not None: await asyncio.wrap_future(logged)
     return 202, dict(request_id=rid, recorded=True)
 
+@patch
 def openapi(self:Server) -> dict:
     "The OpenAPI schema; the request model comes from the loaded model's contract."
     m = self.rollout.primary
@@ -344,157 +278,98 @@ def openapi(self:Server) -> dict:
     return dict(openapi='3.0.3', info=dict(title='mlsys model server', version=m.version if m else 'none'),
                 paths={'/v1/predict': dict(post=dict(requestBody=dict(required=True, content={'application/json': dict(schema=body)}), responses=resp))})
 
-Server._feedback, Server.openapi = _feedback, openapi
+# %% ../nbs/09_serve.ipynb #20730def
+def _explainer_factory():
+    "The evaluation stage's explainer builder, looked up on first use: serving without explanations needs no torch."
+    try: return importlib.import_module('mlsys.evaluate').explainer_from_artifacts
+    except ImportError as e:
+        raise RequestError(501, [_problem(None, None, f'explanations need the evaluation libraries (torch): {e}')])
 
 # %% ../nbs/09_serve.ipynb #227c5586
+@patch
 def _explainer(self:Server, model:LoadedModel):
     "The explainer of the served version, built on first use from its registry artifacts."
     if (ex := self._explainers.get(model.version)) is not None: return ex
     name, _, v = model.version.partition(':')
-    if name == 'file': raise RequestError(404, [_problem(None, None, 'explanations need a registry model: its checkpoint and feature spec')])
-    from mlsys.evaluate import explainer_from_artifacts
-    from mlsys.registry import Registry
-    reg = Registry(self.registry)
-    try: arts = [reg.read(name, v, role) for role in ('checkpoint', 'feature_spec', 'explain_background')]
+    if name == 'file':
+        raise RequestError(404, [_problem(None, None, 'explanations need a registry model: its checkpoint and feature spec')])
+    try: arts = [self.registry.read(name, v, role) for role in ('checkpoint', 'feature_spec', 'explain_background')]
     except KeyError as e: raise RequestError(404, [_problem(None, None, f'cannot explain {model.version}: {e.args[0]}')])
-    self._explainers[model.version] = ex = explainer_from_artifacts(*arts)
+    self._explainers[model.version] = ex = _explainer_factory()(*arts)
     return ex
 
+@patch
 async def _explain(self:Server, request) -> tuple[int, dict]:
     "POST /v1/explain: SHAP values by raw column for up to 16 records."
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     model, rid = self.rollout.primary, next_request_id()
     _, recs = parse_records(await read_body(request, self.max_body), model, self.extra)
-    if len(recs) > 16: raise RequestError(422, [_problem(None, None, f'at most 16 records per explanation request, got {len(recs)}')])
+    if len(recs) > 16:
+        raise RequestError(422, [_problem(None, None, f'at most 16 records per explanation request, got {len(recs)}')])
     ex = await asyncio.to_thread(self._explainer, model)
     return 200, dict(request_id=rid, model_version=model.version, explanations=await asyncio.to_thread(ex.explain, recs))
 
-Server._explainer, Server._explain = _explainer, _explain
-
 # %% ../nbs/09_serve.ipynb #ecdc2473
+@patch
 def _handle(self:Server, route:str, fn):
     "An endpoint from `fn(request) -> (status, body)`: errors to 4xx/503, timed and counted."
-    from starlette.responses import Response
     async def endpoint(request):
         t0, headers = time.perf_counter(), None
         try: status, body = await fn(request)
         except RequestError as e: status, body = e.status, dict(error='bad request', problems=e.problems)
         except Exception as e: status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {e}')
         if status == 429: headers = {'Retry-After': str(body['retry_after'])}
-        self.metrics.requests.labels(route, str(status)).inc(); self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
         return Response(orjson.dumps(body), status, headers, media_type='application/json')
     return endpoint
 
 # %% ../nbs/09_serve.ipynb #15897a5f
+@patch
 async def _follow_registry(self:Server):
     "Load the models now, then again every `serve.reload_seconds`: promotions and rollbacks arrive without a restart."
     while True:
         await asyncio.to_thread(self.load)
-        await asyncio.sleep(float(self.cfg.reload_seconds))
+        await asyncio.sleep(self.cfg.reload_seconds)
 
-def app(self:Server):
+@patch
+async def _readyz(self:Server, request) -> tuple[int, dict]:
+    "GET /readyz: 200 once a model is loaded and warm, else 503 with the reason."
+    if self.ready: return 200, dict(ready=True, model_version=self.rollout.primary.version)
+    return 503, dict(ready=False, reason=self.load_error)
+
+@patch
+async def _reload(self:Server, request) -> tuple[int, dict]:
+    "POST /admin/reload: load the registry's current versions now (with the admin key)."
+    if not self.cfg.admin_key: return 404, dict(error='admin routes are off (no serve.admin_key)')
+    if not _key_ok(request.headers, self.cfg.admin_key): return 401, dict(error='missing or wrong admin key')
+    changed = await asyncio.to_thread(self.load)
+    return 200, dict(changed=changed, model_version=getattr(self.rollout.primary, 'version', None))
+
+# %% ../nbs/09_serve.ipynb #5df4b895
+@patch
+def app(self:Server) -> Starlette:
     "The Starlette app of this server."
-    from contextlib import asynccontextmanager
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
     async def simple(body, status=200): return status, body
-    async def readyz(r): return (200, dict(ready=True, model_version=self.rollout.primary.version)) if self.ready else (503, dict(ready=False, reason=self.load_error))
-    async def reload(r):
-        key = str(self.cfg.admin_key or '')
-        if not key: return 404, dict(error='admin routes are off (no serve.admin_key)')
-        if not _key_ok(r.headers, key): return 401, dict(error='missing or wrong admin key')
-        return 200, dict(changed=await asyncio.to_thread(self.load), model_version=getattr(self.rollout.primary, 'version', None))
     async def metrics(r): return Response(self.metrics.text(), media_type='text/plain; version=0.0.4')
     @asynccontextmanager
     async def lifespan(a):
-        import gc
-        gc.collect(); gc.freeze()            # what exists now lives as long as the server: keep it out of every GC pass
+        gc.collect(); gc.freeze()      # what exists now lives as long as the server: keep it out of every GC pass
         task = asyncio.create_task(self._follow_registry())
         try: yield
         finally: task.cancel(); self.shadow_pool.shutdown(wait=False); self.log.close()
     h = lambda route, fn, methods: Route(f'/{route}', self._handle(route, fn), methods=methods)
-    return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']), h('v1/feedback', self._feedback, ['POST']),
-                             h('healthz', lambda r: simple(dict(alive=True)), ['GET']), h('readyz', readyz, ['GET']),
-                             h('openapi.json', lambda r: simple(self.openapi()), ['GET']), h('admin/reload', reload, ['POST']),
-                             Route('/metrics', metrics, methods=['GET'])], lifespan=lifespan)
+    return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']),
+                             h('v1/feedback', self._feedback, ['POST']), h('healthz', lambda r: simple(dict(alive=True)), ['GET']),
+                             h('readyz', self._readyz, ['GET']), h('openapi.json', lambda r: simple(self.openapi()), ['GET']),
+                             h('admin/reload', self._reload, ['POST']), Route('/metrics', metrics, methods=['GET'])],
+                     lifespan=lifespan)
 
-Server._handle, Server._follow_registry, Server.app = _handle, _follow_registry, app
+# %% ../nbs/09_serve.ipynb #ae9a5dd7
+SETTINGS_VARIABLE = 'MLSYS_SERVE_RESOLVED_SETTINGS'
 
-def create_app():
-    "The app, configured by settings (and so by `MLSYS_SERVE_*` variables): what `mlsys serve` runs in each worker."
-    cfg = get_settings().serve
-    return Server(registry=cfg.registry or None).app()
-
-# %% ../nbs/09_serve.ipynb #ef68dd6e
-SERVE_FLAGS = dict(model='model to serve: an alias, a version number or an .onnx file', model_name='registered model name',
-                   host='address to bind (loopback unless told otherwise)', port='port', workers='worker processes',
-                   candidate='candidate version for a canary or shadow', canary_share='share of requests to the canary (0-1)',
-                   shadow='true: the candidate scores a copy of each request', fallback="fallback version, or 'previous'",
-                   api_key='API key the /v1 routes require', registry='registry folder')
-
-def add_serve_commands(sub):
-    "The `serve` and `score` subcommands of the `mlsys` command line."
-    s = sub.add_parser('serve', help='serve a registered model (or an ONNX file) over HTTP')
-    for k, h in SERVE_FLAGS.items(): s.add_argument(f"--{k.replace('_', '-')}", dest=k, help=h)
-    s.set_defaults(func=serve_command)
-    b = sub.add_parser('score', help='score a CSV or parquet file in chunks; bad rows are quarantined')
-    b.add_argument('--data', required=True); b.add_argument('--out', required=True); b.add_argument('--model')
-    b.add_argument('--model-name', dest='model_name'); b.add_argument('--registry'); b.add_argument('--chunk-rows', type=int, default=100_000)
-    b.set_defaults(func=score_command)
-
-def serve_command(a) -> int:
-    "Run the server (`mlsys serve`)."
-    import uvicorn
-    for k in SERVE_FLAGS:
-        if getattr(a, k) is not None: os.environ[f'MLSYS_SERVE_{k.upper()}'] = str(getattr(a, k))
-    cfg = get_settings().serve
-    uvicorn.run('mlsys.serve:create_app', factory=True, host=cfg.host, port=int(cfg.port), workers=int(cfg.workers),
-                log_level='warning', access_log=False, timeout_graceful_shutdown=float(cfg.drain_seconds))
-    return 0
-
-# %% ../nbs/09_serve.ipynb #262fb430
-def model_inputs(m:LoadedModel, df) -> dict:
-    "The model's input arrays from a typed polars frame."
-    import polars as pl
-    return {n: (df[n].cast(pl.String).fill_null('').to_numpy().astype(object) if text else
-                df[n].cast(pl.Float64).fill_null(math.nan).to_numpy()).reshape(-1, 1) for n, text in m.inputs}
-
-def _batches(path:Path, rows:int):
-    "A file's rows in chunks, as read (CSV as text, so each value is typed by the contract)."
-    import polars as pl
-    lf = pl.scan_csv(path, infer_schema=False) if path.suffix.lower() == '.csv' else pl.scan_parquet(path)
-    return lf.collect_batches(chunk_size=rows)
-
-# %% ../nbs/09_serve.ipynb #2de59364
-def score_file(data, out, model:str|None=None, model_name:str|None=None, registry=None, chunk_rows:int=100_000) -> dict:
-    "Score `data` in chunks into `out`; counts of scored and quarantined rows, and the model version."
-    import polars as pl
-    from mlsys.config import write_parquet_atomic, update_manifest, file_record
-    from mlsys.data import contract_from_dict, validate
-    cfg = get_settings().serve
-    blob, version = model_source(model or cfg.model, model_name or cfg.model_name, registry or cfg.registry or None)
-    m = LoadedModel(blob, version, threads=os.cpu_count() or 1)
-    c = contract_from_dict(m.contract); c.columns.pop(c.target, None); c.target = None
-    if c.id_column in c.columns: c.columns[c.id_column].min = c.columns[c.id_column].max = None   # new rows bring new ids
-    (neg, pos), out = m.labels, Path(out); counts, offset = dict(scored=0, quarantined=0), 0
-    for i, chunk in enumerate(_batches(Path(data), chunk_rows)):
-        res = validate(chunk, c, max_quarantine_fraction=1.0)
-        acc = res.accepted.with_columns(pl.col('_row') + offset)
-        p = m.predict(model_inputs(m, acc)) if acc.height else np.zeros(0, np.float32)
-        preds = (acc.select(*[x for x in (c.id_column,) if x], '_row').with_columns(probability=pl.Series(p, dtype=pl.Float64))
-                 .with_columns(prediction=pl.when(pl.col('probability') >= m.threshold).then(pl.lit(str(pos))).otherwise(pl.lit(str(neg))),
-                               model_version=pl.lit(version)))
-        write_parquet_atomic(preds, out/'predictions'/f'part-{i:05d}.parquet')
-        write_parquet_atomic(res.quarantine.with_columns(pl.col('_row') + offset), out/'quarantine'/f'part-{i:05d}.parquet')
-        counts['scored'] += acc.height; counts['quarantined'] += res.quarantine.height; offset += chunk.height
-    update_manifest(out, inputs=[file_record(data, 'data')], model_version=version, **counts)
-    return counts | dict(model_version=version)
-
-def score_command(a) -> int:
-    "`mlsys score`."
-    import sys
-    try: print(orjson.dumps(score_file(a.data, a.out, a.model, a.model_name, a.registry, a.chunk_rows)).decode())
-    except Exception as e: print(f'mlsys: {type(e).__name__}: {e}', file=sys.stderr); return 2
-    return 0
+def create_app() -> Starlette:
+    "The app of one worker process: settings as `mlsys serve` resolved them (else resolved here)."
+    given = os.environ.get(SETTINGS_VARIABLE)
+    return Server(json.loads(given) if given else None).app()
