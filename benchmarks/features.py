@@ -10,8 +10,9 @@ import argparse, statistics, time
 import numpy as np
 import pandas as pd
 import polars as pl
-from mlsys.data import example_table, infer_contract
-from mlsys.features import (BILLING, EXAMPLE_DERIVED, OnlineFeatures, billing_events, feature_arrays, fit_features,
+from mlsys.data import infer_contract
+from mlsys.example import BILLING, EXAMPLE, billing_events, example_table
+from mlsys.features import (OnlineFeatures, feature_arrays, fit_features,
                             point_in_time, transform)
 
 
@@ -50,7 +51,7 @@ def main():
     a = ap.parse_args()
     churn = example_table()
     contract = infer_contract(churn, target='churn', id_column='rownames')
-    spec = fit_features(churn, contract, **EXAMPLE_DERIVED)
+    spec = fit_features(churn, contract, **{k: EXAMPLE[k] for k in ('ratios', 'logs', 'bins')})
     big = churn.sample(a.rows, with_replacement=True, seed=0)
     big_pd = big.to_pandas()
 

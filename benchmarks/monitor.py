@@ -13,7 +13,7 @@ from pathlib import Path
 
 def prepare(rows, tmp):
     import numpy as np, polars as pl
-    from mlsys.data import example_table
+    from mlsys.example import example_table
     from mlsys.monitor import contract_kinds, reference_profile
     t = example_table().drop('rownames', 'churn')
     w = (t['contract'] == 'Month-to-month').cast(pl.Float64).to_numpy() * 3 + 1

@@ -71,13 +71,19 @@ def median_us(f, n=3000):
 
 def main(seconds, rows):
     if not shutil.which('wrk'): sys.exit('wrk is needed: apt-get install wrk')
+    from mlsys.config import run_file
+    from mlsys.data import frame_feeds, run_ingest
+    from mlsys.example import example_run, example_table
     from mlsys.export import run_export
-    from mlsys.serve import LoadedModel, parse_records, score_file, warmup_record, model_inputs
-    from mlsys.data import example_table
+    from mlsys.features import run_features
+    from mlsys.runtime import LoadedModel
+    from mlsys.score import score_file
+    from mlsys.serve import parse_records
+    from mlsys.train import run_train
     import polars as pl
     tmp = Path(tempfile.mkdtemp())
-    run_export(out=tmp/'export', repeats=10)
-    model_path = tmp/'export'/'model.onnx'
+    run_dir = example_run(run_ingest, run_features, run_train, run_export, max_epochs=2, trials=0, search={}, repeats=10)
+    model_path = run_file(run_dir, 'model')
     m = LoadedModel(model_path.read_bytes(), 'bench')
     rec = example_table().drop('churn').row(0, named=True)
     body = json.dumps(rec).encode(); (tmp/'body.json').write_bytes(body)
@@ -116,10 +122,11 @@ def main(seconds, rows):
     big = (example_table().drop('churn').sample(rows, with_replacement=True, seed=0)   # fresh ids: the contract's key is unique
            .with_columns(rownames=pl.int_range(1, rows + 1, dtype=pl.Int64)))
     big.write_parquet(tmp/'big.parquet')
-    t0 = time.perf_counter(); counts = score_file(tmp/'big.parquet', tmp/'scored', model=str(model_path), chunk_rows=100_000)
+    t0 = time.perf_counter()
+    counts = score_file(tmp/'big.parquet', tmp/'scored', model=str(model_path), chunk_rows=100_000)
     scored = time.perf_counter() - t0
     m_all = LoadedModel(model_path.read_bytes(), 'bench', threads=os.cpu_count())
-    arrays = model_inputs(m_all, big.cast({c: pl.Float64 for c, t in m_all.inputs if not t}))
+    arrays = frame_feeds(big.cast({c: pl.Float64 for c, t in m_all.inputs if not t}), m_all.inputs)
     t0 = time.perf_counter(); m_all.predict(arrays); raw_batch = time.perf_counter() - t0
     print(f"\nbatch scoring {rows:,} rows: score_file {rows / scored:,.0f} rows/s ({counts['scored']:,} scored, {counts['quarantined']} quarantined); "
           f"onnxruntime on prepared arrays {rows / raw_batch:,.0f} rows/s; ratio {raw_batch / scored:.2f}")

@@ -5,10 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import mlsys
-from mlsys.data import example_table
-from mlsys.monitor import drift_report, log_window, performance, reference_artifacts, reference_profile, scenario, Profile
+from mlsys.example import example_table, scenario
+from mlsys.monitor import drift_report, performance, reference_artifacts, reference_profile, Profile
 from mlsys.registry import Registry
-from mlsys.serve import PredictionLog
+from mlsys.runtime import PredictionLog, log_window
 
 
 @pytest.fixture(scope='module')
@@ -63,14 +63,13 @@ def test_delayed_labels_join_by_request_id_and_a_drop_alerts(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def registered(tmp_path_factory, split):
+def registered(tmp_path_factory, split, example_model):
     "A registry version with its model and drift reference."
-    from mlsys.export import run_export
     d = tmp_path_factory.mktemp('monitored')
-    run_export(out=d/'export', repeats=10)
-    arts = reference_artifacts(split[0], (d/'export'/'model.onnx').read_bytes(), d/'reference')
+    model = example_model/'export'/'model.onnx'
+    arts = reference_artifacts(split[0], model.read_bytes(), d/'reference')
     reg = Registry(d/'registry')
-    reg.register('churn', {'model': d/'export'/'model.onnx'} | arts, {}, dict(roc_auc=0.84))
+    reg.register('churn', {'model': model} | arts, {}, dict(roc_auc=0.84))
     return reg
 
 
@@ -95,7 +94,7 @@ def test_the_whole_loop(home, tmp_path, split, monkeypatch):
     monkeypatch.setenv('MLSYS_GATES_MAX_DEMOGRAPHIC_PARITY_DIFFERENCE', '1')   # this organization reports fairness without gating it
     monkeypatch.setenv('MLSYS_GATES_MAX_EQUALIZED_ODDS_DIFFERENCE', '1')
     monkeypatch.setenv('MLSYS_TRACKING_MODE', 'disabled')
-    r = mlsys('run', '-p', 'trials=0', '-p', 'max_epochs=4')
+    r = mlsys('run', '--example', '-p', 'trials=0', '-p', 'max_epochs=4')
     assert r.returncode == 0, r.stderr
     reg = Registry(home/'registry')
     assert reg.resolve('churn', 'production') == 1
@@ -109,7 +108,6 @@ def test_the_whole_loop(home, tmp_path, split, monkeypatch):
             resp = s.client.post('/v1/predict', json=rec)
             if resp.status_code != 200: failures.append(resp.status_code); continue
             s.client.post('/v1/feedback', json={'request_id': resp.json()['request_id'], 'label': row['churn']})
-        time.sleep(0.5)                                                      # the log writes every 0.2 s
         stop = threading.Event()
         def traffic():                                                       # keeps asking while the loop runs
             rec = {k: v for k, v in shifted.row(0, named=True).items() if k not in ('rownames', 'churn')}

@@ -7,7 +7,8 @@ import pytest
 from conftest import mlsys
 from mlsys import pipeline
 from mlsys.config import sha256_file
-from mlsys.data import example_table
+from mlsys.data import infer_contract
+from mlsys.example import example_table
 from mlsys.registry import Registry
 
 
@@ -25,17 +26,24 @@ def _bad_csv(path, n_bad):
 @pytest.fixture(scope='module')
 def contract(tmp_path_factory):
     "A contract inferred from the clean example table, saved as JSON."
-    from mlsys.data import infer_contract
     p = tmp_path_factory.mktemp('c')/'contract.json'
     infer_contract(example_table(), target='churn', id_column='rownames').save(p)
     return p
 
 
-def test_run_writes_outputs_notebooks_and_manifest(home):
-    r = mlsys('run')
+def test_run_writes_outputs_notebooks_and_manifest(tmp_path, monkeypatch):
+    "The whole example pipeline, its home named only in a job config: everything lands there, nothing in ~/.mlsys."
+    monkeypatch.delenv('MLSYS_PATHS_HOME', raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path/'user'))                    # the default home, ~/.mlsys, lives here
+    home, cfg = tmp_path/'home', tmp_path/'job.yml'
+    cfg.write_text(f"settings: {{paths.home: '{home}'}}\n")
+    r = mlsys('run', '--example', '--config', cfg, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run_dir = Path(r.stdout.strip().splitlines()[-1])
     assert run_dir.parent == home/'runs' and (run_dir/'run.json').exists()
+    assert str(run_dir) in r.stderr.splitlines()[0] and 'register: succeeded' in r.stderr     # a run that talks
+    assert not (tmp_path/'user'/'.mlsys').exists()                       # nothing under the default home
+    assert (home/'registry'/'registry.sqlite').exists() and any((home/'tracking').rglob('*'))
     m = _manifest(run_dir)
     assert (m['stage'], m['status']) == ('ingest', 'succeeded')
     assert m['started'] <= m['ended'] and m['versions']['mlsys'] and m['error'] is None
@@ -80,7 +88,7 @@ def test_run_writes_outputs_notebooks_and_manifest(home):
 
 def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, contract, monkeypatch):
     "Two stages: the first fails, the second does not run; resume keeps the run and finishes both."
-    monkeypatch.setattr(pipeline, 'STAGES', {'ingest': '01_data.ipynb', 'again': '01_data.ipynb'})
+    monkeypatch.setattr(pipeline, 'STAGES', {'ingest': '02_data.ipynb', 'again': '02_data.ipynb'})
     data = _bad_csv(tmp_path/'batch.csv', n_bad=1000)
     with pytest.raises(pipeline.StageFailed) as e:
         pipeline.run_pipeline({'data': str(data), 'contract': str(contract), 'target': 'churn'})
@@ -108,7 +116,8 @@ def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, c
 def test_cli_failure_exit_status_and_message(home, tmp_path, contract):
     r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}', '-p', 'target=churn')
     assert r.returncode == 1
-    assert r.stderr.strip().count('\n') == 0 and r.stderr.startswith("mlsys: stage 'ingest' failed in cell")
+    last = r.stderr.strip().splitlines()[-1]                               # after the progress lines, one line says why
+    assert last.startswith("mlsys: stage 'ingest' failed in cell") and 'DataError' in last
 
 
 def test_precedence_settings_env_flags_and_config(home, tmp_path, contract, monkeypatch):
@@ -125,7 +134,7 @@ def test_precedence_settings_env_flags_and_config(home, tmp_path, contract, monk
     assert r.returncode == 0, r.stderr
     m = _manifest(r.stdout.strip().splitlines()[-1])
     assert m['parameters']['id_column'] == 'rownames' and m['parameters']['target'] == 'churn'
-    assert m['settings'] == {'data.max_quarantine_fraction': 0.01}
+    assert m['settings']['data']['max_quarantine_fraction'] == 0.01      # the stage got the resolved settings
     assert m['rows']['quarantined'] == 3
     assert mlsys(*base, '--config', cfg, '--set', 'data.max_quarantine_fraction=0').returncode == 1   # flags win
     r = mlsys(*base, '--config', cfg, '-p', 'id_column=customer', '--set', 'data.max_quarantine_fraction=0.5')
@@ -145,7 +154,8 @@ def test_csv_without_contract_types_columns_for_all_stages(home, tmp_path):
     "A contract inferred from a CSV has the CSV's types, so the features stage finds numbers to scale."
     data = tmp_path/'customers.csv'
     example_table().write_csv(data)
-    run_dir = pipeline.run_pipeline({'data': str(data), 'target': 'churn', 'id_column': 'rownames', 'split': 'random'})
+    run_dir = pipeline.run_pipeline({'data': str(data), 'target': 'churn', 'id_column': 'rownames', 'split': 'random'},
+                                    stages=['ingest', 'features'])
     contract = json.loads((run_dir/'ingest'/'contract.json').read_text())
     assert contract['columns']['tenure']['dtype'] == 'int64' and contract['columns']['total_charges']['nullable']
     spec = json.loads((run_dir/'features'/'spec.json').read_text())['transforms']

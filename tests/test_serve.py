@@ -12,12 +12,9 @@ EVIDENCE = dict(parity_passed=True, fairness_passed=True, latency_ms_batch1=0.2,
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    "A small model exported once for the module: fp32 and int8 files with the example's contract."
-    from mlsys.export import run_export
-    out = tmp_path_factory.mktemp('export')
-    run_export(out=out, repeats=10)
-    return out
+def exported(example_model):
+    "The example run's export folder: fp32 and int8 files with the example's contract."
+    return example_model/'export'
 
 
 def _registry(root, exported, promote=True):
@@ -210,7 +207,7 @@ def test_soak_then_sigterm_drains_in_flight_requests(tmp_path, exported):
 
 def test_score_command_quarantines_bad_rows(tmp_path, exported):
     import polars as pl
-    from mlsys.data import example_table
+    from mlsys.example import example_table
     t = example_table().drop('churn').with_columns(pl.col('monthly_charges').cast(pl.String))
     t = t.with_columns(pl.when(pl.int_range(pl.len()) % 1000 == 7).then(pl.lit('n/a')).otherwise('monthly_charges').alias('monthly_charges'))
     t.write_parquet(tmp_path/'batch.parquet')
@@ -226,14 +223,16 @@ def test_score_command_quarantines_bad_rows(tmp_path, exported):
 
 def test_explain_by_raw_column_adds_up_to_the_served_score(tmp_path, exported):
     "A version registered with its checkpoint, spec and background: /v1/explain's contributions add up to the logit of /v1/predict."
-    from mlsys.config import read_manifest
+    from mlsys.config import run_file
     from mlsys.train import TabularData
-    ins = {i['role']: Path(i['path']) for i in read_manifest(exported)['inputs']}
-    dm = TabularData(ins['spec'].parent, 'churn')
-    (tmp_path/'bg.json').write_text(json.dumps(dict(num=dm.tensors['train'][0][:30].tolist(), cat=dm.tensors['train'][1][:30].tolist())))
+    run_dir = exported.parent
+    dm = TabularData(run_file(run_dir, 'features').parent, 'churn')
+    bg = dict(num=dm.tensors['train'][0][:30].tolist(), cat=dm.tensors['train'][1][:30].tolist())
+    (tmp_path/'bg.json').write_text(json.dumps(bg))
     reg = Registry(tmp_path/'registry')
-    reg.register('churn', {'model': exported/'model.fp32.onnx', 'checkpoint': ins['checkpoint'], 'feature_spec': ins['spec'],
-                           'explain_background': tmp_path/'bg.json'}, {}, EVIDENCE)
+    reg.register('churn', {'model': exported/'model.fp32.onnx', 'checkpoint': run_file(run_dir, 'checkpoint'),
+                           'feature_spec': run_file(run_dir, 'feature_spec'), 'explain_background': tmp_path/'bg.json'},
+                 {}, EVIDENCE)
     reg.promote('churn', 1)
     s = Served(tmp_path/'home', reg.root)
     try:

@@ -4,6 +4,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings, strategies as st
 from mlsys.config import sha256_file
 from mlsys.data import ColumnRule, Contract, run_ingest, validate, write_validation
+from mlsys.example import example_params
 
 CONTRACT = Contract({
     'id': ColumnRule('int64', nullable=False),
@@ -95,9 +96,10 @@ def test_rerun_gives_identical_outputs(tmp_path):
 
 
 def test_ingest_job_is_idempotent(tmp_path):
+    data = example_params(tmp_path)['data']
     hashes = []
     for k in range(2):
-        run_ingest(out=tmp_path/f'run{k}')
+        run_ingest(data, tmp_path/f'run{k}', target='churn', id_column='rownames')
         hashes.append({p.name: sha256_file(p) for p in sorted((tmp_path/f'run{k}').glob('*.parquet'))}
                       | {'contract.json': sha256_file(tmp_path/f'run{k}'/'contract.json')})
     assert hashes[0] == hashes[1] and len(hashes[0]) == 4

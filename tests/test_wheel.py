@@ -10,7 +10,7 @@ def test_wheel_installs_and_runs_ingest_outside_the_repo(tmp_path):
                    capture_output=True, timeout=600)
     wheel = next(dist.glob('mlsys-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {'mlsys/nbs/01_data.ipynb', 'mlsys/nbs/09_pipeline.ipynb', 'mlsys/settings.ini'} <= set(names)
+    assert {'mlsys/nbs/02_data.ipynb', 'mlsys/nbs/12_register.ipynb', 'mlsys/settings.ini'} <= set(names)
 
     env_dir = tmp_path/'venv'
     venv.create(env_dir, with_pip=True)
@@ -22,7 +22,7 @@ def test_wheel_installs_and_runs_ingest_outside_the_repo(tmp_path):
     work = tmp_path/'elsewhere'; work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(('MLSYS_', 'VIRTUAL_ENV', 'PYTHONPATH'))}
     env |= {'MLSYS_PATHS_HOME': str(tmp_path/'home'), 'PATH': f"{env_dir/'bin'}:{env['PATH']}"}
-    r = mlsys('run', '--stages', 'ingest', cwd=work, env=env, exe=env_dir/'bin'/'mlsys')
+    r = mlsys('run', '--stages', 'ingest', '--example', cwd=work, env=env, exe=env_dir/'bin'/'mlsys')
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir = Path(r.stdout.strip().splitlines()[-1])
     m = json.loads((run_dir/'ingest'/'manifest.json').read_text())
