@@ -1,6 +1,7 @@
 """Scoring speed of the exported model, side by side in one run (one thread each, medians of repeats):
 
-- torch eager, network only (features already computed), and torch eager after polars computes the features from raw rows;
+- torch eager, network only (features already computed), and torch eager after polars computes the features from
+  raw rows;
 - onnxruntime on the network-only graph (the same work as torch's network-only row);
 - onnxruntime on the shipped model, raw columns in (the features inside the graph): fp32, int8 dynamic, int8 static.
 
@@ -10,12 +11,15 @@ Each at batch 1 and batch 1,024: median latency and rows per second, and the rat
 """
 import argparse, statistics, tempfile, time, warnings
 from pathlib import Path
-import numpy as np
 import onnx
+import polars as pl
 import torch
 warnings.filterwarnings('ignore')
-from mlsys.export import model_graph, network_graph, quantize, session
-from mlsys.features import feature_arrays, graph_inputs, run_features, transform
+from mlsys.data import run_ingest
+from mlsys.example import example_run
+from mlsys.export import model_graph, network_graph, quantize
+from mlsys.features import feature_arrays, graph_inputs, run_features, split_table, transform
+from mlsys.runtime import session
 from mlsys.train import TabularData, fit
 
 
@@ -30,14 +34,14 @@ def median_ms(f, repeats):
 def main(repeats):
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp())
-    fr = run_features(out=tmp/'features')
-    dm = TabularData(tmp/'features', 'churn')
+    run_dir = example_run(run_ingest, run_features, run_dir=tmp)
+    dm, table = TabularData(run_dir), split_table(run_dir)
     _, net = fit(dm, tmp/'fit', dict(hidden=64), max_epochs=2, loggers=False, checkpoints=False, progress=False)
     net.eval()
     onnx.save(model_graph(dm.spec, net, {}), tmp/'model.fp32.onnx')
-    paths = {'fp32': tmp/'model.fp32.onnx'} | quantize(tmp/'model.fp32.onnx', tmp, graph_inputs(dm.spec, fr.table[:2000]))
+    paths = {'fp32': tmp/'model.fp32.onnx'} | quantize(tmp/'model.fp32.onnx', tmp, graph_inputs(dm.spec, table[:2000]))
     netonly = session(network_graph(net, len(dm.spec.num_names), len(dm.spec.cat_names)))
-    rows = fr.table.filter(fr.feats['split'] != 'train')
+    rows = table.filter(pl.col('split') != 'train')
     results = []
     for b in (1, 1024):
         raw = rows[:b] if b <= rows.height else rows.sample(b, with_replacement=True, seed=0)
@@ -62,7 +66,8 @@ def main(repeats):
     print(f"{'path':42s} {'batch':>5s} {'median ms':>10s} {'rows/s':>11s} {'speed vs torch':>15s}")
     for name, b, ms, ratio in results:
         print(f"{name:42s} {b:5d} {ms:10.4f} {b / ms * 1e3:11,.0f} {ratio:14.2f}x")
-    print("(network-only rows compare with torch's network-only row; raw-column rows with torch's polars + network row)")
+    print("(network-only rows compare with torch's network-only row; "
+          "raw-column rows with torch's polars + network row)")
 
 
 if __name__ == '__main__':

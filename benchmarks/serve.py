@@ -1,8 +1,12 @@
 """The server under load, side by side in one run, and batch scoring against raw onnxruntime.
 
 1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
-   uvicorn that returns a constant (the HTTP floor), and `mlsys serve` with an exported model. Server pinned to core 0,
-   wrk to core 1. P50/P95/P99 latency and requests per second, and the ratios to the floor.
+   uvicorn that returns a constant (the HTTP floor), `mlsys serve` with an exported model and the durable prediction log
+   (the default: each answer waits for its rows to be committed, one commit shared by the requests waiting), and the
+   same with `serve.durable_log = false` (rows written every 0.2 s). Server pinned to core 0, wrk to core 1.
+   P50/P95/P99 latency and requests per second, the ratios to the floor, and durable over not durable.
+1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`
+   while `/healthz` is asked every 10 ms: the worst and the median `/healthz` time, and the size of the big answer.
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
    checked the way the server does), for the overhead ratio.
 3. Cold start (launch to ready) and resident memory of `mlsys serve`.
@@ -69,6 +73,29 @@ def median_us(f, n=3000):
     return statistics.median(ts) * 1e6
 
 
+def amplification(url, seconds):
+    "The 349,000-empty-records body sent for `seconds` while /healthz is asked every 10 ms: how long /healthz waits."
+    import threading
+    big = b'{"records":[' + b','.join([b'{}'] * 349_000) + b']}'
+    answers, waits, stop = [], [], threading.Event()
+    def send():
+        with httpx.Client(timeout=120) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                r = c.post(url + '/v1/predict', content=big, headers={'Content-Type': 'application/json'})
+                answers.append((r.status_code, len(r.content), time.perf_counter() - t0))
+    t = threading.Thread(target=send); t.start()
+    with httpx.Client(timeout=120) as c:
+        end = time.time() + seconds
+        while time.time() < end:
+            t0 = time.perf_counter(); c.get(url + '/healthz'); waits.append(time.perf_counter() - t0); time.sleep(0.01)
+    stop.set(); t.join()
+    print(f"amplification body ({len(big):,} bytes, 349,000 empty records) sent {len(answers)} times: answers "
+          f"{sorted({a[0] for a in answers})} of at most {max(a[1] for a in answers):,} bytes in at most "
+          f"{max(a[2] for a in answers) * 1e3:.0f} ms; /healthz meanwhile ({len(waits)} probes): worst "
+          f"{max(waits) * 1e3:.1f} ms, median {statistics.median(waits) * 1e3:.2f} ms\n")
+
+
 def main(seconds, rows):
     if not shutil.which('wrk'): sys.exit('wrk is needed: apt-get install wrk')
     from mlsys.config import run_file
@@ -90,24 +117,26 @@ def main(seconds, rows):
     (tmp/'post.lua').write_text(LUA % (tmp/'body.json'))
     (tmp/'floor_app.py').write_text(FLOOR)
 
-    cols, _ = parse_records(body, m)
+    cols, _, _ = parse_records(body, m)
     raw = median_us(lambda: m.predict(cols))
     parsed = median_us(lambda: m.predict(parse_records(body, m)[0]))
     print(f"in-process, one record: onnxruntime on prepared arrays {raw:.1f} us; JSON parse + contract check + arrays + run {parsed:.1f} us\n")
 
-    env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/'home'))
-    results = {}
-    for name, args_of in (('floor (Starlette constant)', lambda p: [str(BIN/'uvicorn'), 'floor_app:app', '--app-dir', str(tmp), '--port', str(p),
-                                                                     '--log-level', 'warning', '--no-access-log']),
-                          ('mlsys serve', lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)])):
+    results, serve = {}, lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)]
+    for name, args_of, durable in (
+            ('floor (Starlette constant)', lambda p: [str(BIN/'uvicorn'), 'floor_app:app', '--app-dir', str(tmp), '--port',
+                                                      str(p), '--log-level', 'warning', '--no-access-log'], None),
+            ('mlsys serve', serve, 'true'), ('mlsys serve, log not durable', serve, 'false')):
+        env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{len(results)}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true')
         p = port(); url = f'http://127.0.0.1:{p}'
         ready = ((lambda: httpx.get(url + '/readyz', timeout=1).status_code == 200) if 'mlsys' in name else
                  (lambda: httpx.post(url + '/v1/predict', content=body, timeout=1).status_code == 200))
         proc, took = start(args_of(p), ready, env)
         try:
-            if 'mlsys' in name:
+            if durable == 'true':
                 rss = int(Path(f'/proc/{proc.pid}/status').read_text().split('VmRSS:')[1].split()[0]) / 1024
                 print(f"mlsys serve cold start: {took:.2f} s to ready; {rss:.0f} MB resident once ready\n")
+                amplification(url, seconds)
             wrk(url + '/v1/predict', str(tmp/'post.lua'), 1, 2)          # warm-up
             results[name] = {c: wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds) for c in (1, 8, 32)}
         finally: proc.terminate(); proc.wait()
@@ -118,6 +147,10 @@ def main(seconds, rows):
             print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} {r['errors']:6d} "
                   f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
     print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: {results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
+    dur, fast = results['mlsys serve'], results['mlsys serve, log not durable']
+    print(f"\nthe durable prediction log's cost (durable / not durable):\n{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
+    for c in (1, 8, 32):
+        print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} {dur[c]['rps'] / fast[c]['rps']:6.2f}")
 
     big = (example_table().drop('churn').sample(rows, with_replacement=True, seed=0)   # fresh ids: the contract's key is unique
            .with_columns(rownames=pl.int_range(1, rows + 1, dtype=pl.Int64)))

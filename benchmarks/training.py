@@ -8,12 +8,13 @@ measured as a fit of one batch minus a plain step. `--profile` prints where Ligh
     python benchmarks/training.py [--rows 100000] [--epochs 5] [--repeats 3] [--profile]
 """
 import argparse, cProfile, os, pstats, statistics, tempfile, time, warnings
-from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from torchmetrics.classification import BinaryAUROC
+from mlsys.data import run_ingest
+from mlsys.example import example_run
 from mlsys.features import run_features
 from mlsys.train import EpochBatches, TabularData, TabularNet, finish_tracking, make_loggers, make_trainer
 
@@ -23,8 +24,8 @@ HP = dict(hidden=64, layers=2, dropout=0.1, lr=3e-3)
 
 class Data(TabularData):
     "The example features resampled to `rows` training rows."
-    def __init__(self, fdir, rows, batch_size):
-        super().__init__(fdir, 'churn', batch_size)
+    def __init__(self, run_dir, rows, batch_size):
+        super().__init__(run_dir, batch_size)
         idx = torch.from_numpy(np.random.default_rng(0).integers(0, len(self.tensors['train'][2]), rows))
         self.tensors['train'] = tuple(t[idx] for t in self.tensors['train'])
 
@@ -43,7 +44,8 @@ def plain(dm, epochs):
         sched.step()
         model.eval(); auroc = BinaryAUROC()
         with torch.no_grad():
-            for num, cat, y in EpochBatches(dm.tensors['valid'], dm.batch_size, False, 0): auroc.update(model(num, cat).sigmoid(), y.int())
+            for num, cat, y in EpochBatches(dm.tensors['valid'], dm.batch_size, False, 0):
+                auroc.update(model(num, cat).sigmoid(), y.int())
         auroc.compute()
 
 
@@ -52,8 +54,8 @@ def lightning(dm, epochs, tracked, out, **kw):
     model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, max_epochs=epochs, **HP)
     loggers = make_loggers(out, 'bench', {}, mode='offline') if tracked else False
     lean = {} if tracked else dict(num_sanity_val_steps=0)
-    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked, patience=10**6, progress=False,
-                           deterministic=False, **lean, **kw)
+    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked, patience=10**6,
+                           progress=False, deterministic=False, **lean, **kw)
     trainer.fit(model, datamodule=dm)
     if tracked: finish_tracking(loggers)
 
@@ -69,10 +71,10 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(2)
     os.environ.setdefault('MLSYS_PATHS_HOME', tempfile.mkdtemp()); os.environ['WANDB_SILENT'] = 'true'
-    fdir = Path(tempfile.mkdtemp()); run_features(out=fdir)
+    run_dir = example_run(run_ingest, run_features)
     print(f"{a.rows:,} rows, {a.epochs} epochs, validation each epoch, 2 threads; medians of {a.repeats}")
     for bs in (256, 1024):
-        dm = Data(fdir, a.rows, bs)
+        dm = Data(run_dir, a.rows, bs)
         steps = a.epochs * (a.rows // bs + 1)
         runs = {k: [] for k in ('plain', 'lean', 'tracked')}
         for _ in range(a.repeats):
@@ -80,16 +82,17 @@ def main():
             runs['lean'].append(timed(lambda: lightning(dm, a.epochs, False, tempfile.mkdtemp())))
             runs['tracked'].append(timed(lambda: lightning(dm, a.epochs, True, tempfile.mkdtemp())))
         m = {k: statistics.median(v) for k, v in runs.items()}
-        print(f"batch {bs:5}: plain {m['plain']:6.2f} s | Lightning lean {m['lean']:6.2f} s ({m['lean'] / m['plain']:.2f}x, "
-              f"{(m['lean'] - m['plain']) / steps * 1e3:+.2f} ms/step) | with tracking+checkpoints {m['tracked']:6.2f} s "
+        print(f"batch {bs:5}: plain {m['plain']:6.2f} s | Lightning lean {m['lean']:6.2f} s "
+              f"({m['lean'] / m['plain']:.2f}x, {(m['lean'] - m['plain']) / steps * 1e3:+.2f} ms/step) | "
+              f"with tracking+checkpoints {m['tracked']:6.2f} s "
               f"({m['tracked'] / m['plain']:.2f}x)")
-    dm = Data(fdir, 1024, 256)
+    dm = Data(run_dir, 1024, 256)
     one = statistics.median(timed(lambda: lightning(dm, 1, False, tempfile.mkdtemp())) for _ in range(a.repeats))
     step = statistics.median(timed(lambda: plain(dm, 1)) for _ in range(a.repeats))
     print(f"fixed start-up: a 1-epoch Lightning fit of 4 batches takes {one:.2f} s against {step:.2f} s by hand: "
           f"about {one - step:.2f} s of Trainer set-up and teardown")
     if a.profile:
-        dm = Data(fdir, a.rows, 256)
+        dm = Data(run_dir, a.rows, 256)
         pr = cProfile.Profile(); pr.enable(); lightning(dm, 2, False, tempfile.mkdtemp()); pr.disable()
         pstats.Stats(pr).sort_stats('tottime').print_stats(15)
 

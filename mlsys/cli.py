@@ -5,12 +5,11 @@
 # %% ../nbs/14_cli.ipynb #90e5f64f
 from __future__ import annotations
 import argparse, json, os, sys
-from .config import Settings, get_settings
+from .config import Settings, get_settings, home_paths
 from .data import DataError
 from .monitor import run_monitor
 from .pipeline import STAGES, StageFailed, parse_assignments, parse_settings, retrain, run_pipeline, stage_notebook
 from .registry import IntegrityError, Registry
-from .config import home_paths
 from .score import score_file
 from .serve import SETTINGS_VARIABLE
 
@@ -40,9 +39,12 @@ def run_command(a) -> int:
     try:
         rd = run_pipeline(parse_assignments(a.p), a.config, a.stages.split(',') if a.stages else None,
                           parse_settings(a.set), a.resume, a.example)
-    except StageFailed as e: print(f"mlsys: {e}", file=sys.stderr); return EXIT['problem']
+    except StageFailed as e:
+        print(f"mlsys: {e}", file=sys.stderr)
+        return EXIT['problem']
     except FAILURES as e: return _fail(e)
-    print(rd); return EXIT['ok']
+    print(rd)
+    return EXIT['ok']
 
 # %% ../nbs/14_cli.ipynb #6c145ef6
 def registry_command(a) -> int:
@@ -59,10 +61,13 @@ def registry_command(a) -> int:
     return EXIT['held'] if cmd == 'promote' and not res['promoted'] else EXIT['ok']
 
 # %% ../nbs/14_cli.ipynb #51247dc2
-SERVE_FLAGS = dict(model='model to serve: an alias, a version number or an .onnx file', model_name='registered model name',
+SERVE_FLAGS = dict(model='model to serve: an alias, a version number or an .onnx file',
+                   model_name='registered model name',
                    host='address to bind (loopback unless told otherwise)', port='port', workers='worker processes',
-                   candidate='candidate version for a canary or shadow', canary_share='share of requests to the canary (0-1)',
-                   shadow='true: the candidate scores a copy of each request', fallback="fallback version, or 'previous'",
+                   candidate='candidate version for a canary or shadow',
+                   canary_share='share of requests to the canary (0-1)',
+                   shadow='true: the candidate scores a copy of each request',
+                   fallback="fallback version, or 'previous'",
                    api_key='API key the /v1 routes require')
 
 def serve_command(a) -> int:
@@ -83,7 +88,8 @@ def score_command(a) -> int:
         s = _settings(a, **{'paths.registry': a.registry})
         res = score_file(a.data, a.out, a.model, a.model_name, a.chunk_rows, a.overwrite, s)
     except FAILURES as e: return _fail(e)
-    print(json.dumps(res)); return EXIT['ok']
+    print(json.dumps(res))
+    return EXIT['ok']
 
 # %% ../nbs/14_cli.ipynb #794bef73
 def monitor_command(a) -> int:
@@ -122,13 +128,22 @@ def _registry_parser(sub, common):
     common = argparse.ArgumentParser(add_help=False, parents=[common])
     common.add_argument('--registry', help='registry folder (default: paths.registry, else <home>/registry)')
     rs.add_parser('list', parents=[common], help='every version and its aliases').add_argument('name', nargs='?')
-    s = rs.add_parser('show', parents=[common], help="a version's lineage, metrics and artifacts"); s.add_argument('name'); s.add_argument('ref')
+    s = rs.add_parser('show', parents=[common], help="a version's lineage, metrics and artifacts")
+    s.add_argument('name')
+    s.add_argument('ref')
     p = rs.add_parser('promote', parents=[common], help='move an alias to a version through the gates')
-    p.add_argument('name'); p.add_argument('ref'); p.add_argument('--alias', default='production')
-    p.add_argument('--reason', default=''); p.add_argument('--force', action='store_true', help='past failed gates (needs --reason)')
-    b = rs.add_parser('rollback', parents=[common], help='move an alias back to its previous version'); b.add_argument('name')
-    b.add_argument('--alias', default='production'); b.add_argument('--reason', default='')
-    h = rs.add_parser('history', parents=[common], help='the audit log'); h.add_argument('name'); h.add_argument('--alias')
+    p.add_argument('name')
+    p.add_argument('ref')
+    p.add_argument('--alias', default='production')
+    p.add_argument('--reason', default='')
+    p.add_argument('--force', action='store_true', help='past failed gates (needs --reason)')
+    b = rs.add_parser('rollback', parents=[common], help='move an alias back to its previous version')
+    b.add_argument('name')
+    b.add_argument('--alias', default='production')
+    b.add_argument('--reason', default='')
+    h = rs.add_parser('history', parents=[common], help='the audit log')
+    h.add_argument('name')
+    h.add_argument('--alias')
     r.set_defaults(func=registry_command)
 
 # %% ../nbs/14_cli.ipynb #9cd4de1a
@@ -138,9 +153,13 @@ def _serving_parsers(sub, common):
     for k, h in SERVE_FLAGS.items(): s.add_argument(f"--{k.replace('_', '-')}", dest=k, help=h)
     s.add_argument('--registry', help='registry folder')
     s.set_defaults(func=serve_command)
-    b = sub.add_parser('score', parents=[common], help='score a CSV or parquet file in chunks; bad rows are quarantined')
-    b.add_argument('--data', required=True); b.add_argument('--out', required=True); b.add_argument('--model')
-    b.add_argument('--model-name', dest='model_name'); b.add_argument('--registry')
+    b = sub.add_parser('score', parents=[common],
+                       help='score a CSV or parquet file in chunks; bad rows are quarantined')
+    b.add_argument('--data', required=True)
+    b.add_argument('--out', required=True)
+    b.add_argument('--model')
+    b.add_argument('--model-name', dest='model_name')
+    b.add_argument('--registry')
     b.add_argument('--chunk-rows', type=int, default=100_000)
     b.add_argument('--overwrite', action='store_true', help='replace what --out holds')
     b.set_defaults(func=score_command)
@@ -148,7 +167,8 @@ def _serving_parsers(sub, common):
                        help="check the prediction log's latest window (or a batch file) for drift; act by the policy")
     m.add_argument('--data', help='a CSV or parquet batch to check instead of the prediction log')
     m.add_argument('--model', default='production', help='alias or version to monitor')
-    m.add_argument('--model-name', dest='model_name'); m.add_argument('--registry')
+    m.add_argument('--model-name', dest='model_name')
+    m.add_argument('--registry')
     m.add_argument('--policy', choices=['off', 'alert', 'retrain'], help='default: drift.policy in settings')
     m.set_defaults(func=monitor_command)
 

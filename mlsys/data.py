@@ -87,7 +87,8 @@ def _infer_rule(s:pl.Series, max_categories:int) -> ColumnRule:
     rule = ColumnRule(_dtype_name(s.dtype), nullable=bool(s.null_count() or (s.dtype.is_float() and s.is_nan().any())))
     if rule.dtype in ('int64', 'float64') and s.drop_nulls().len():
         rule.min, rule.max = float(s.min()), float(s.max())
-    if rule.dtype == 'string' and s.n_unique() <= max_categories: rule.categories = sorted(s.drop_nulls().unique().to_list())
+    if rule.dtype == 'string' and s.n_unique() <= max_categories:
+        rule.categories = sorted(s.drop_nulls().unique().to_list())
     return rule
 
 # %% ../nbs/02_data.ipynb #c59dd59c
@@ -105,7 +106,8 @@ def infer_contract(df:pl.DataFrame,          # clean reference table
     if time_column: df = df.with_columns(_parse_time(df[time_column]).alias(time_column))
     cols = {c: _infer_rule(df[c], mc) for c in df.columns}
     if id_column:
-        if df[id_column].is_duplicated().any(): raise DataError(f"key column {id_column!r} is not unique in the reference")
+        if df[id_column].is_duplicated().any():
+            raise DataError(f"key column {id_column!r} is not unique in the reference")
         cols[id_column].nullable, cols[id_column].min, cols[id_column].max = False, None, None
     return Contract(cols, id_column=id_column, time_column=time_column, target=target)
 
@@ -135,14 +137,15 @@ def read_table(path:str|Path) -> pl.DataFrame:
     if path.suffix.lower() == '.parquet': df = pl.read_parquet(path)
     else:
         try: path.read_bytes().decode('utf-8')
-        except UnicodeDecodeError as e: raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         df = pl.read_csv(path, infer_schema=False)
     if df.height == 0: raise DataError(f"{path}: the file has a header but no rows")
     return df
 
 # %% ../nbs/02_data.ipynb #de9601f7
-_COMPATIBLE = {'int64': ('int64', 'float64', 'bool'), 'float64': ('int64', 'float64', 'bool'), 'bool': ('bool', 'int64'),
-               'string': ('string',), 'datetime': ('datetime',)}
+_COMPATIBLE = {'int64': ('int64', 'float64'), 'float64': ('int64', 'float64'), 'bool': ('bool', 'int64'),
+               'string': ('string',), 'datetime': ('datetime',)}   # a boolean is never read as a number: 34 is not True
 
 def check_columns(df:pl.DataFrame, contract:Contract):
     "Raise `DataError` for missing, extra or wrongly typed columns."
@@ -176,7 +179,8 @@ def cast_columns(raw:pl.DataFrame, contract:Contract) -> tuple[pl.DataFrame, pl.
         if s.dtype == pl.String: failed &= s.str.strip_chars() != ''
         if failed.any():
             rows = pl.int_range(len(s), dtype=pl.Int64, eager=True).filter(failed)
-            bad.append(pl.DataFrame({'_row': rows, 'rule': 'type', 'column': name, 'value': s.filter(failed).cast(pl.String)}))
+            bad.append(pl.DataFrame({'_row': rows, 'rule': 'type', 'column': name,
+                                     'value': s.filter(failed).cast(pl.String)}))
     typed = pl.DataFrame(typed).with_columns([pl.col(n).replace('', None) for n, r in contract.columns.items()
                                                if r.dtype == 'string' and raw[n].dtype == pl.String])
     return typed, (pl.concat(bad) if bad else _no_violations())
@@ -211,7 +215,9 @@ _CHECK = pl.col('check').str.extract(r'^(\w+)')
 
 def row_violations(typed:pl.DataFrame, contract:Contract) -> pl.DataFrame:
     "Every row rule each row breaks: `_row`, `rule`, `column`, `value`."
-    try: row_schema(contract).validate(typed, lazy=True); return _no_violations()
+    try:
+        row_schema(contract).validate(typed, lazy=True)
+        return _no_violations()
     except SchemaErrors as e: fc = e.failure_cases
     if (odd := fc.filter(pl.col('index').is_null() | ~_CHECK.is_in(list(_RULES)))).height:
         raise DataError(f"batch-level failures: {odd.select('column', 'check', 'failure_case').rows()}")
@@ -223,7 +229,8 @@ def _drop_shadowed(v:pl.DataFrame) -> pl.DataFrame:
     "Drop rules reported on a cell that already broke `type` or `not_finite`."
     invalid = v.filter(pl.col('rule').is_in(['type', 'not_finite'])).select('_row', 'column').unique()
     shadowed = v.join(invalid, on=['_row', 'column'], how='semi').filter(~pl.col('rule').is_in(['type', 'not_finite']))
-    return v.join(shadowed, on=['_row', 'rule', 'column'], how='anti').unique(maintain_order=True).sort('_row', 'column', 'rule')
+    return (v.join(shadowed, on=['_row', 'rule', 'column'], how='anti').unique(maintain_order=True)
+            .sort('_row', 'column', 'rule'))
 
 # %% ../nbs/02_data.ipynb #e2e08997
 @dataclass
@@ -245,7 +252,7 @@ class Validation:
 # %% ../nbs/02_data.ipynb #a6c1395e
 def validate(table,                 # a path (CSV/parquet) or a polars/pandas frame
              contract:Contract,     # the rules
-             max_quarantine_fraction:float|None=None, # refuse the batch above this; None: `data.max_quarantine_fraction` setting
+             max_quarantine_fraction:float|None=None, # refuse above this; None: `data.max_quarantine_fraction`
             ) -> Validation:
     "Split a batch into accepted and quarantined rows; raise `DataError` for batch-level problems."
     raw = read_table(table) if isinstance(table, (str, Path)) else as_polars(table)
@@ -256,8 +263,8 @@ def validate(table,                 # a path (CSV/parquet) or a polars/pandas fr
     limit = get_settings().data.max_quarantine_fraction if max_quarantine_fraction is None else max_quarantine_fraction
     res = _split(raw, typed, v, contract)
     if res.quarantine_fraction > limit:
-        raise DataError(f"{res.quarantine.height} of {res.n_input} rows ({res.quarantine_fraction:.1%}) break the contract, "
-                        f"above the limit of {limit:.1%}; most common: {res.by_rule().head(3).rows()}")
+        raise DataError(f"{res.quarantine.height} of {res.n_input} rows ({res.quarantine_fraction:.1%}) break the "
+                        f"contract, above the limit of {limit:.1%}; most common: {res.by_rule().head(3).rows()}")
     return res
 
 # %% ../nbs/02_data.ipynb #7d474558
@@ -273,7 +280,8 @@ def _split(raw:pl.DataFrame, typed:pl.DataFrame, v:pl.DataFrame, contract:Contra
 # %% ../nbs/02_data.ipynb #fe341012
 def write_validation(res:Validation, out:str|Path) -> list[dict]:
     "Write accepted and quarantined rows, violations and contract into `out`; their file records."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     files = {'accepted': res.accepted, 'quarantine': res.quarantine, 'violations': res.violations}
     for role, df in files.items(): write_parquet_atomic(df, stage_file(out, role))
     res.contract.save(stage_file(out, 'contract'))
@@ -294,16 +302,19 @@ def column_summary(df:pl.DataFrame, contract:Contract) -> pl.DataFrame:
 def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     "Histograms of number columns and bar charts of category columns, one panel each."
     import matplotlib.pyplot as plt
-    names = [c for c, r in contract.columns.items() if c != contract.id_column and (r.dtype in ('int64', 'float64') or r.categories)]
+    names = [c for c, r in contract.columns.items()
+             if c != contract.id_column and (r.dtype in ('int64', 'float64') or r.categories)]
     if not names: return None
-    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.2 * cols, 2.2 * -(-len(names) // cols)), squeeze=False)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
     for ax, c in zip(axes.flat, names):
         s = df[c].drop_nulls()
         if contract.columns[c].categories:
             vc = s.value_counts(sort=True)
             ax.barh(vc[c].cast(pl.String).to_list()[::-1], vc['count'].to_list()[::-1])
         else: ax.hist(s.to_numpy(), bins=30)
-        ax.set_title(c, fontsize=9); ax.tick_params(labelsize=7)
+        ax.set_title(c, fontsize=9)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]: ax.set_visible(False)
     fig.tight_layout()
     return fig

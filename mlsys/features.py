@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import polars as pl
+from fastcore.basics import patch
 from .config import as_list, file_record, run_file, stage_file, update_manifest, write_atomic, write_parquet_atomic
 from .data import Contract, accepted_table, frame_feeds, run_columns
 
@@ -110,7 +111,8 @@ def fit_features(train:pl.DataFrame,    # the training split
     for c, r in contract.columns.items():
         if c in skip: continue
         if r.dtype in ('int64', 'float64', 'bool'): ts.append(_fit_numeric(train, Transform('numeric', c)))
-        elif r.dtype == 'string' and r.categories is not None: ts.append(_fit_category(train, Transform('category', c), min_count))
+        elif r.dtype == 'string' and r.categories is not None:
+            ts.append(_fit_category(train, Transform('category', c), min_count))
     ts += [_fit_numeric(train, Transform('ratio', a, b)) for a, b in ratios]
     ts += [_fit_numeric(train, Transform('log1p', c)) for c in logs]
     ts += [_fit_bins(train, Transform('bins', c), n) for c, n in (bins or {}).items()]
@@ -143,7 +145,8 @@ def transform(spec:FeatureSpec, df:pl.DataFrame, keep:list=()) -> pl.DataFrame:
 
 def feature_arrays(spec:FeatureSpec, feats:pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "The `num` (float64) and `cat` (int64) blocks of a transformed frame."
-    def block(names, dtype): return np.asarray(feats.select(names).to_numpy(order='c'), dtype=dtype).reshape(feats.height, -1)
+    def block(names, dtype):
+        return np.asarray(feats.select(names).to_numpy(order='c'), dtype=dtype).reshape(feats.height, -1)
     return block(spec.num_names, np.float64), block(spec.cat_names, np.int64)
 
 # %% ../nbs/03_features.ipynb #6699b6ff
@@ -185,19 +188,26 @@ class OnlineFeatures:
 class _Graph:
     "A small builder of ONNX nodes with unique names and constants."
     def __init__(self): self.nodes, self.inits, self.n = [], [], 0
-    def name(self, p): self.n += 1; return f'{p}_{self.n}'
+    def name(self, p):
+        self.n += 1
+        return f'{p}_{self.n}'
     def const(self, v, dtype=np.float64):
         from onnx import numpy_helper
-        n = self.name('c'); self.inits.append(numpy_helper.from_array(np.array(v, dtype=dtype), n)); return n
+        n = self.name('c')
+        self.inits.append(numpy_helper.from_array(np.array(v, dtype=dtype), n))
+        return n
     def op(self, op, *ins, domain='', **attrs):
         from onnx import helper
-        out = self.name(op.lower()); self.nodes.append(helper.make_node(op, list(ins), [out], domain=domain, **attrs)); return out
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, list(ins), [out], domain=domain, **attrs))
+        return out
 
 # %% ../nbs/03_features.ipynb #52ab07a9
 def _g_raw(g:_Graph, t:Transform, col) -> tuple[str, str]:
     "Graph of a numeric transform's raw value: (value with missing as 0, missing mask)."
     def bad(x): return g.op('Or', g.op('IsNaN', x), g.op('IsInf', x))
-    x = col(t.column); miss = bad(x)
+    x = col(t.column)
+    miss = bad(x)
     if t.kind == 'ratio':
         y = col(t.other)
         miss = g.op('Or', g.op('Or', miss, bad(y)), g.op('Equal', y, g.const(0.0)))
@@ -216,15 +226,20 @@ def _g_nums(g:_Graph, ts:list[Transform], col) -> str:
     if plain:                                        # the plain columns as one matrix: four ops for all of them
         x = g.op('Concat', *[col(t.column) for t in plain], axis=1)
         m = g.op('Or', g.op('IsNaN', x), g.op('IsInf', x))
-        parts.append(g.op('Where', m, g.const(0.0), x)); misses.append(m)
-    for t in derived: x, m = _g_raw(g, t, col); parts.append(x); misses.append(m)
+        parts.append(g.op('Where', m, g.const(0.0), x))
+        misses.append(m)
+    for t in derived:
+        x, m = _g_raw(g, t, col)
+        parts.append(x)
+        misses.append(m)
     order = plain + derived
     vec = lambda a: g.const(np.array([[getattr(t, a) for t in order]]))
     x, m = g.op('Concat', *parts, axis=1), g.op('Concat', *misses, axis=1)
     x = g.op('Min', g.op('Max', g.op('Where', m, vec('median'), x), vec('lo')), vec('hi'))
     both = g.op('Concat', g.op('Div', g.op('Sub', x, vec('mean')), vec('std')), g.op('Cast', m, to=11), axis=1)
     pos = {id(t): i for i, t in enumerate(order)}
-    return g.op('Gather', both, g.const([j for t in ts for j in (pos[id(t)], len(order) + pos[id(t)])], np.int64), axis=1)
+    gather = [j for t in ts for j in (pos[id(t)], len(order) + pos[id(t)])]
+    return g.op('Gather', both, g.const(gather, np.int64), axis=1)
 
 def _g_cat(g:_Graph, t:Transform, col) -> str:
     "Graph of one category or bins transform: the int64 index."
@@ -241,7 +256,8 @@ def feature_graph(spec:FeatureSpec, opset:int=18):
     "The spec as an ONNX model: raw columns in, `num` (double) and `cat` (int64) out."
     from onnx import TensorProto, helper
     g, cat_cols = _Graph(), {t.column for t in spec.categorical if t.kind == 'category'}
-    inputs = {c: helper.make_tensor_value_info(c, TensorProto.STRING if c in cat_cols else TensorProto.DOUBLE, ['batch', 1])
+    inputs = {c: helper.make_tensor_value_info(c, TensorProto.STRING if c in cat_cols else TensorProto.DOUBLE,
+                                               ['batch', 1])
               for c in spec.inputs}
     col = lambda c: c
     num = [_g_nums(g, spec.numeric, col)] if spec.numeric else []
@@ -271,7 +287,8 @@ def check_parity(spec:FeatureSpec, df:pl.DataFrame, tol:float=1e-6) -> dict:
     o_num, o_cat = np.array([r[0] for r in on]).reshape(num.shape), np.array([r[1] for r in on]).reshape(cat.shape)
     sess = ort.InferenceSession(feature_graph(spec).SerializeToString(), providers=['CPUExecutionProvider'])
     g_num, g_cat = sess.run(['num', 'cat'], graph_inputs(spec, df))
-    diffs = dict(online_num=float(np.abs(o_num - num).max(initial=0)), graph_num=float(np.abs(g_num - num).max(initial=0)),
+    diffs = dict(online_num=float(np.abs(o_num - num).max(initial=0)),
+                 graph_num=float(np.abs(g_num - num).max(initial=0)),
                  online_cat=int((o_cat != cat).sum()), graph_cat=int((g_cat != cat).sum()))
     if max(diffs['online_num'], diffs['graph_num']) > tol or diffs['online_cat'] or diffs['graph_cat']:
         raise AssertionError(f"feature forms disagree: {diffs}")
@@ -287,7 +304,9 @@ def _by_fraction(n:int, fractions) -> np.ndarray:
 
 def _permuted(n:int, fractions, rng) -> np.ndarray:
     "Split labels for `n` rows in random order."
-    labels = np.empty(n, dtype=object); labels[rng.permutation(n)] = _by_fraction(n, fractions); return labels
+    labels = np.empty(n, dtype=object)
+    labels[rng.permutation(n)] = _by_fraction(n, fractions)
+    return labels
 
 # %% ../nbs/03_features.ipynb #66b99b72
 def split_rows(df:pl.DataFrame, method:str='random', fractions=(0.7, 0.15, 0.15), seed:int=0,
@@ -300,7 +319,8 @@ def split_rows(df:pl.DataFrame, method:str='random', fractions=(0.7, 0.15, 0.15)
         if not target: raise ValueError("a stratified split needs the target column")
         labels, y = np.empty(n, dtype=object), df[target].to_numpy()
         for cls in sorted(set(y.tolist()), key=str):
-            idx = np.flatnonzero(y == cls); labels[idx] = _permuted(len(idx), fractions, rng)
+            idx = np.flatnonzero(y == cls)
+            labels[idx] = _permuted(len(idx), fractions, rng)
     elif method == 'temporal': labels, info['cuts'] = _temporal(df, fractions, time_column)
     else: raise ValueError(f"unknown split method {method!r}: random, stratified or temporal")
     s = pl.Series('split', labels.tolist(), dtype=pl.String)
@@ -353,7 +373,8 @@ def _prepared_events(view:FeatureView, events:pl.DataFrame) -> pl.DataFrame:
     ev = events.with_columns(_utc(view.time_column, events[view.time_column].dtype).alias('_t'))
     g = ev.with_row_index('_order').sort('_t', '_order').group_by(view.entity, '_t', maintain_order=True).agg(
         pl.len().alias('_n'), *[pl.col(c).cast(pl.Float64).sum().alias(f'_s_{c}') for c in cols],
-        *[pl.col(c).is_not_null().sum().alias(f'_k_{c}') for c in cols], *[pl.col(c).last().alias(f'_last_{c}') for c in cols])
+        *[pl.col(c).is_not_null().sum().alias(f'_k_{c}') for c in cols],
+        *[pl.col(c).last().alias(f'_last_{c}') for c in cols])
     totals = ['_n', *[f'_{x}_{c}' for c in cols for x in 'sk']]
     return g.with_columns(pl.col(x).cum_sum().over(view.entity).alias(f'_cum{x}') for x in totals).sort('_t')
 
@@ -361,8 +382,8 @@ def _prepared_events(view:FeatureView, events:pl.DataFrame) -> pl.DataFrame:
 def _asof(pe:pl.DataFrame, rows:pl.DataFrame, view:FeatureView, at:pl.Expr, cols:list[str]) -> pl.DataFrame:
     "`cols` of each row's entity's latest event group at or before `at`, in row order (with that group's `_t`)."
     left = rows.select('_row', view.entity, at.alias('_at')).sort('_at')
-    j = left.join_asof(pe.select(view.entity, '_t', *cols), left_on='_at', right_on='_t', by=view.entity, strategy='backward',
-                       check_sortedness=False)
+    j = left.join_asof(pe.select(view.entity, '_t', *cols), left_on='_at', right_on='_t', by=view.entity,
+                       strategy='backward', check_sortedness=False)
     return j.sort('_row')
 
 def _keep(values:pl.Series, mask:pl.Series) -> pl.Series:
@@ -394,7 +415,8 @@ def point_in_time(view:FeatureView,     # the aggregates
                   at:str,               # the rows' timestamp column
                  ) -> pl.DataFrame:
     "`rows` with each aggregate as of the row's own timestamp: events in `(at - window, at]` only."
-    if bad := [a.fn for a in view.aggregates if a.fn not in ('count', 'sum', 'mean', 'last')]: raise ValueError(f"unknown aggregates {bad}")
+    if bad := [a.fn for a in view.aggregates if a.fn not in ('count', 'sum', 'mean', 'last')]:
+        raise ValueError(f"unknown aggregates {bad}")
     pe, rows = _prepared_events(view, events), rows.with_row_index('_row')
     t = _utc(at, rows[at].dtype)
     return rows.drop('_row').with_columns(_aggregate(pe, rows, view, a, t).alias(a.name) for a in view.aggregates)
@@ -431,7 +453,8 @@ class OnlineStore:
     def _db(self): return sqlite3.connect(self.path, timeout=30)
 
 # %% ../nbs/03_features.ipynb #859bdfde
-def _materialize(self:OnlineStore, view:FeatureView, events:pl.DataFrame, as_of) -> int:
+@patch
+def materialize(self:OnlineStore, view:FeatureView, events:pl.DataFrame, as_of) -> int:
     "Compute every entity's aggregates as of `as_of` and store them; the number of entities."
     rows = events.select(pl.col(view.entity).unique()).with_columns(_as_of=pl.lit(as_of))
     vals = point_in_time(view, events, rows, '_as_of')
@@ -442,14 +465,16 @@ def _materialize(self:OnlineStore, view:FeatureView, events:pl.DataFrame, as_of)
         db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", recs)
     return len(recs)
 
-def _lookup(self:OnlineStore, view:FeatureView, entity) -> dict|None:
+# %% ../nbs/03_features.ipynb #edac2fa3
+@patch
+def lookup(self:OnlineStore, view:FeatureView, entity) -> dict|None:
     "One entity's aggregates, None if the store has none for it."
     with self._db() as db:
-        r = db.execute("SELECT vals, view_hash FROM features WHERE view = ? AND entity = ?", (view.name, str(entity))).fetchone()
-    if r and r[1] != view.hash: raise ValueError(f"the store holds view {view.name!r} of another definition; materialize again")
+        r = db.execute("SELECT vals, view_hash FROM features WHERE view = ? AND entity = ?",
+                       (view.name, str(entity))).fetchone()
+    if r and r[1] != view.hash:
+        raise ValueError(f"the store holds view {view.name!r} of another definition; materialize again")
     return json.loads(r[0]) if r else {a.name: (0 if a.fn == 'count' else None) for a in view.aggregates}
-
-OnlineStore.materialize, OnlineStore.lookup = _materialize, _lookup
 
 # %% ../nbs/03_features.ipynb #b2bf4769
 @dataclass
@@ -504,12 +529,15 @@ def plot_before_after(spec:FeatureSpec, raw:pl.DataFrame, feats:pl.DataFrame, co
     import matplotlib.pyplot as plt
     ts = spec.numeric
     if not ts: return None
-    fig, axes = plt.subplots(-(-len(ts) // (cols // 2)), cols, figsize=(3 * cols, 2 * -(-len(ts) // (cols // 2))), squeeze=False)
+    rows = -(-len(ts) // (cols // 2))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2 * rows), squeeze=False)
     for i, t in enumerate(ts):
         a, b = axes.flat[2 * i], axes.flat[2 * i + 1]
         a.hist(raw.select(_raw_expr(t)).to_series().drop_nulls().to_numpy(), bins=30, color='tab:gray')
         b.hist(feats[f'{t.name}__scaled'].to_numpy(), bins=30)
-        a.set_title(f'{t.name} (raw)', fontsize=8); b.set_title(f'{t.name} (scaled)', fontsize=8)
+        a.set_title(f'{t.name} (raw)', fontsize=8)
+        b.set_title(f'{t.name} (scaled)', fontsize=8)
     for ax in list(axes.flat)[2 * len(ts):]: ax.set_visible(False)
     for ax in axes.flat: ax.tick_params(labelsize=6)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig

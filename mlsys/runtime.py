@@ -24,8 +24,10 @@ def session(model,         # an onnx.ModelProto, its bytes, or a path
             threads:int=1, # intra-op threads
            ) -> ort.InferenceSession:
     "An onnxruntime session on the CPU."
-    so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    src = model.SerializeToString() if hasattr(model, 'SerializeToString') else model if isinstance(model, bytes) else str(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    src = (model.SerializeToString() if hasattr(model, 'SerializeToString') else
+           model if isinstance(model, bytes) else str(model))
     return ort.InferenceSession(src, so, providers=['CPUExecutionProvider'])
 
 # %% ../nbs/07_runtime.ipynb #1bb154b0
@@ -72,7 +74,8 @@ class LoadedModel:
 def scoring_contract(m:LoadedModel) -> Contract:
     "The contract that new rows for `m` must meet: no target, and the key's training range and uniqueness lifted."
     c = contract_from_dict(m.contract)
-    c.columns.pop(c.target, None); c.target = None
+    c.columns.pop(c.target, None)
+    c.target = None
     if c.id_column in c.columns: c.columns[c.id_column].min = c.columns[c.id_column].max = None
     c.id_column = None   # scoring the same key twice is allowed, online and in batch, however a file is chunked
     return c
@@ -88,7 +91,8 @@ def model_source(ref:str,        # an alias, a version number, or a path ending 
         data = Path(ref).read_bytes()
         return data, f'file:{hashlib.sha256(data).hexdigest()[:12]}'
     if registry is None: raise ValueError(f"model {ref!r} is not an .onnx file, and no registry was given")
-    v = registry.resolve(name, ref); label = f'{name}:{v}'
+    v = registry.resolve(name, ref)
+    label = f'{name}:{v}'
     return (None if label in loaded else registry.read(name, v, 'model')), label
 
 # %% ../nbs/07_runtime.ipynb #f2bb9042
@@ -96,7 +100,9 @@ def roc_auc(y:np.ndarray, # 0/1 labels, both present
             p:np.ndarray, # scores
            ) -> float:
     "ROC-AUC as the Mann-Whitney statistic of the scores' ranks (ties averaged)."
-    y = np.asarray(y).astype(bool); n1 = int(y.sum()); n0 = len(y) - n1
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
     if not n1 or not n0: raise ValueError("ROC-AUC needs both classes among the labels")
     return float((rankdata(p)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
@@ -121,8 +127,11 @@ class PredictionLog:
         self.path, self.durable, self.interval = Path(path), durable, interval
         self.pending, self.lock, self.wake, self.stop = [], threading.Lock(), threading.Event(), threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path, timeout=60) as c: c.execute('PRAGMA journal_mode=WAL'); c.executescript(LOG_SCHEMA)
-        self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True); self.thread.start()
+        with sqlite3.connect(self.path, timeout=60) as c:
+            c.execute('PRAGMA journal_mode=WAL')
+            c.executescript(LOG_SCHEMA)
+        self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True)
+        self.thread.start()
 
     def _append(self, table:str, rows:list[tuple]):
         "Queue rows for `table`; a future that resolves once they are committed (durable), else None."
@@ -133,13 +142,20 @@ class PredictionLog:
 
     def add(self, rows:list[tuple]): return self._append('predictions', rows)
     def feedback(self, request_id:str, label:str): return self._append('feedback', [(request_id, label, time.time())])
-    def close(self): self.stop.set(); self.wake.set(); self.thread.join(timeout=10)
+
+    def close(self):
+        self.stop.set()
+        self.wake.set()
+        self.thread.join(timeout=10)
 
     def _run(self):
         "Take what is pending, write it in one transaction, then release its futures; until stopped and drained."
-        c = sqlite3.connect(self.path, timeout=60); c.execute('PRAGMA synchronous=NORMAL')
+        c = sqlite3.connect(self.path, timeout=60)
+        c.execute('PRAGMA synchronous=NORMAL')
         while True:
-            if self.durable: self.wake.wait(); self.wake.clear()
+            if self.durable:
+                self.wake.wait()
+                self.wake.clear()
             else: self.stop.wait(self.interval)
             with self.lock: taken, self.pending = self.pending, []
             try:
@@ -161,6 +177,7 @@ def has_request(self:PredictionLog, request_id:str) -> bool:
     with sqlite3.connect(self.path, timeout=60) as c:
         return c.execute('SELECT 1 FROM predictions WHERE request_id = ? LIMIT 1', (request_id,)).fetchone() is not None
 
+# %% ../nbs/07_runtime.ipynb #113db279
 _WINDOW_SQL = """
 SELECT p.request_id, p.time, p.inputs, p.probability, f.label FROM predictions p
 LEFT JOIN (SELECT request_id, label, MAX(time) FROM feedback GROUP BY request_id) f USING (request_id)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_serve.ipynb #4dd1adbc
 from __future__ import annotations
-import asyncio, gc, hashlib, hmac, importlib, itertools, json, math, os, time, uuid
+import asyncio, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ import orjson
 from fastcore.basics import patch
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 from .config import Settings, get_settings, home_paths
@@ -20,22 +21,36 @@ from .registry import Registry
 from .runtime import LoadedModel, PredictionLog, model_source
 
 # %% auto #0
-__all__ = ['SETTINGS_VARIABLE', 'RequestError', 'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
-           'read_body', 'next_request_id', 'create_app']
+__all__ = ['SHOWN_CHARS', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED', 'FEEDBACK_BYTES',
+           'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError', 'read_json',
+           'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'client_address', 'read_body',
+           'next_request_id', 'label_text', 'column_schema', 'label_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
-    "A request that cannot be scored: its HTTP status and the problems, each naming a column."
-    def __init__(self, status:int, problems:list[dict]): super().__init__(problems); self.status, self.problems = status, problems
+    "A request that cannot be scored: its HTTP status, the problems (each naming a column), how many more there were."
+    def __init__(self, status:int, problems:list[dict], more:int=0):
+        super().__init__(problems); self.status, self.problems, self.more = status, problems, more
 
-def _problem(record:int, column:str|None, problem:str) -> dict: return dict(record=record, column=column, problem=problem)
+SHOWN_CHARS = 64   # a value or a name quoted back to the client is cut to this many characters
+
+def _shown(v, n:int=SHOWN_CHARS) -> str:
+    "`v` as quoted in a problem: its repr, cut to `n` characters (a 1 MB value is not echoed back)."
+    r = repr(v[:n + 1] if isinstance(v, str) else v)
+    return r if len(r) <= n else f'{r[:n]}... ({len(v) if isinstance(v, str) else len(r)} characters)'
+
+def _name(c) -> str|None: return c if c is None or len(c) <= SHOWN_CHARS else _shown(c)
+
+def _problem(record:int|None, column:str|None, problem:str) -> dict:
+    return dict(record=record, column=_name(column), problem=problem)
 
 def _check_value(v, rule:dict, text:bool) -> str|None:
     "What is wrong with one value, or None."
     if v is None: return None if rule.get('nullable', True) else 'missing value (null) where the contract requires one'
     if text:
         if not isinstance(v, str): return f'expected text, got {type(v).__name__}'
-        if rule.get('categories') is not None and v not in rule['categories']: return f'{v!r} is not one of the contract categories'
+        if rule.get('categories') is not None and v not in rule['categories']:
+            return f'{_shown(v)} is not one of the contract categories'
         return None
     if isinstance(v, bool) and rule.get('dtype') != 'bool': return 'expected a number, got a boolean'
     if not isinstance(v, (int, float)): return f'expected a number, got {type(v).__name__}'
@@ -46,22 +61,67 @@ def _check_value(v, rule:dict, text:bool) -> str|None:
     return None
 
 # %% ../nbs/09_serve.ipynb #0ec43f31
-def parse_records(body:bytes, model:LoadedModel, extra:str='reject') -> tuple[dict, list[dict]]:
-    "Input arrays for the model and the records as sent, from a request body; `RequestError` (400/422) otherwise."
+class _Repeated(ValueError): pass
+
+def _unique_pairs(pairs:list) -> dict:
+    "An object from its key-value pairs; `_Repeated` naming the first key given twice."
+    d = dict(pairs)
+    if len(d) < len(pairs):
+        seen = set(); raise _Repeated(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return d
+
+def _members(doc) -> int:
+    "How many key-value members the objects of a parsed JSON document have, all together."
+    n, todo = 0, [doc]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, dict): n += len(x); todo += [v for v in x.values() if isinstance(v, (dict, list))]
+        elif isinstance(x, list): todo += [v for v in x if isinstance(v, (dict, list))]
+    return n
+
+def read_json(body:bytes):
+    "The JSON document of a request body: 400 when malformed, 422 when an object names a key twice."
     try: doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e: raise RequestError(400, [_problem(None, None, f'malformed JSON: {e}')])
-    recs = doc.get('records') if isinstance(doc, dict) and 'records' in doc else [doc]
-    if not isinstance(recs, list) or not recs or not all(isinstance(r, dict) for r in recs):
-        raise RequestError(422, [_problem(None, None, 'expected a JSON object of columns, or {"records": [objects]} with at least one')])
-    problems, cols = [], {name: [] for name, _ in model.inputs}
+    except orjson.JSONDecodeError as e:
+        raise RequestError(400, [_problem(None, None, f'malformed JSON: {_shown(str(e), 200)}')]) from None
+    if body.count(b':') > _members(doc):   # every member has its colon: only then can a key be repeated
+        try: json.loads(body, object_pairs_hook=_unique_pairs)
+        except _Repeated as e: raise RequestError(422, [_problem(None, e.args[0], 'key given twice in one object')])
+        except RecursionError: raise RequestError(400, [_problem(None, None, 'JSON nested too deeply')])
+    return doc
+
+def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
+                  max_records:int=1000, max_problems:int=20) -> tuple[dict, list[dict], bool]:
+    "Input arrays, the records as sent and whether it was a batch, from a body; `RequestError` (400/422) otherwise."
+    doc = read_json(body)
+    batch = isinstance(doc, dict) and 'records' in doc
+    recs = doc['records'] if batch else [doc]
+    if batch and extra == 'reject' and len(doc) > 1:
+        raise RequestError(422, [_problem(None, k, 'key beside "records" (a batch body has that key only)')
+                                 for k in itertools.islice((k for k in doc if k != 'records'), max_problems)],
+                           max(0, len(doc) - 1 - max_problems))
+    shape = RequestError(422, [_problem(None, None, 'expected an object of columns, or {"records": [objects, ...]}')])
+    if not isinstance(recs, list) or not recs: raise shape
+    if len(recs) > max_records:
+        raise RequestError(422, [_problem(None, None, f'{len(recs)} records, over the limit of {max_records}')])
+    if not all(isinstance(r, dict) for r in recs): raise shape
+    problems, count, cols = [], 0, {name: [] for name, _ in model.inputs}
+    def bad(i, column, why):
+        nonlocal count
+        count += 1
+        if len(problems) < max_problems: problems.append(_problem(i, column, why))
     for i, r in enumerate(recs):
         for name, text in model.inputs:
-            if name not in r: problems.append(_problem(i, name, 'missing column')); continue
-            if why := _check_value(v := r[name], model.columns.get(name, {}), text): problems.append(_problem(i, name, why))
+            if name not in r: bad(i, name, 'missing column'); continue
+            if why := _check_value(v := r[name], model.columns.get(name, {}), text): bad(i, name, why)
             else: cols[name].append(('' if text else math.nan) if v is None else v)
-        if extra == 'reject': problems += [_problem(i, c, 'column not in the contract') for c in r if c not in model.columns]
-    if problems: raise RequestError(422, problems)
-    return {name: np.array(cols[name], dtype=object if text else np.float64).reshape(-1, 1) for name, text in model.inputs}, recs
+        if extra == 'reject':
+            for c in r:
+                if c not in model.columns: bad(i, c, 'column not in the contract')
+    if count: raise RequestError(422, problems, count - len(problems))
+    arrays = {name: np.array(cols[name], dtype=object if text else np.float64).reshape(-1, 1)
+              for name, text in model.inputs}
+    return arrays, recs, batch
 
 # %% ../nbs/09_serve.ipynb #4e8c400b
 def warmup_record(model:LoadedModel) -> dict:
@@ -97,11 +157,14 @@ class Server:
         self.registry = None if str(self.ref).endswith('.onnx') else Registry(home_paths(s).registry)
         self.name = self.registry.model_name(c.model_name) if self.registry else None
         self.max_body, self.extra, self.budget = c.max_body_bytes, c.extra_columns, c.time_budget_ms / 1e3
+        self.max_records, self.max_problems = c.max_records, c.max_problems
+        self.body_seconds = c.get('body_seconds', 10.0)
         self.api_key, self.rate, self.burst = c.api_key, c.rate_limit, c.rate_burst
         self.rollout, self.ready, self.load_error, self._loaded = Rollout(), False, None, {}
         self.log = PredictionLog(home_paths(s).prediction_log, durable=c.durable_log)
-        self.shadow_pool, self.shadow_pending, self._explainers = ThreadPoolExecutor(1, thread_name_prefix='shadow'), 0, {}
-        self.buckets, self.metrics = {}, _Metrics()
+        self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix='shadow')
+        self.shadow_pending, self._explainers = 0, {}
+        self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -119,8 +182,9 @@ def _model(self:Server, ref) -> LoadedModel|None:
 def load(self:Server) -> bool:
     "Resolve and load every model of the rollout; swap it in when all loaded; whether anything changed."
     c = self.cfg
-    try: new = Rollout(self._model(self.ref), self._model(c.candidate), c.canary_share, c.shadow, self._model(c.fallback))
-    except Exception as e:                        # keep serving what is loaded; say why in /readyz
+    try: new = Rollout(self._model(self.ref), self._model(c.candidate), c.canary_share, c.shadow,
+                       self._model(c.fallback))
+    except Exception as e:                        # keep serving what is loaded; say why in /readyz (to key holders)
         self.load_error = f'{type(e).__name__}: {e}'; return False
     versions = lambda ro: [getattr(m, 'version', None) for m in (ro.primary, ro.candidate, ro.fallback)]
     changed = versions(new) != versions(self.rollout)
@@ -146,137 +210,208 @@ class _Metrics:
     def text(self) -> bytes: return generate_latest(self.registry)
 
 # %% ../nbs/09_serve.ipynb #2b12611c
+FAILED_BURST, FAILED_RATE, MAX_BUCKETS = 10.0, 1.0, 10_000
+
+def _presented_key(headers) -> str|None:
+    "The key a request carries: `X-API-Key`, else `Authorization: Bearer KEY` (scheme in any case, spaces ignored)."
+    if k := headers.get('x-api-key', '').strip(): return k
+    scheme, _, rest = headers.get('authorization', '').strip().partition(' ')
+    return (rest.strip() or None) if scheme.lower() == 'bearer' else None
+
 def _key_ok(headers, key:str) -> bool:
     "Whether the request carries `key`."
-    got = headers.get('x-api-key') or headers.get('authorization', '').removeprefix('Bearer ').strip()
-    return hmac.compare_digest(got.encode(), key.encode())
+    got = _presented_key(headers)
+    return got is not None and hmac.compare_digest(got.encode(), key.encode())
+
+def client_address(request) -> str:
+    "Who is asking, for the limits: the peer's address; an IPv6 peer by its /64 network."
+    host = request.client.host if request.client else '?'
+    if ':' not in host: return host
+    try:
+        ip = ipaddress.IPv6Address(host)
+        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip, 64), strict=False))
+    except ValueError: return host
+
+def _too_many(wait:float) -> tuple[int, dict]:
+    return 429, dict(error='rate limit exceeded', retry_after=math.ceil(wait))
 
 @patch
-def _rate_wait(self:Server, client:str) -> float:
-    "0 when the client may go on; else the seconds until its next token."
-    rate, burst = self.rate, self.burst
-    if rate <= 0: return 0.0
-    now = time.monotonic()
-    tokens, last = self.buckets.get(client, (burst, now))
+def _bucket(self:Server, key, rate:float, burst:float, take:bool=True) -> float:
+    "0 when bucket `key` holds a token (taken if `take`); else the seconds until it will."
+    now, b = time.monotonic(), self.buckets
+    tokens, last = b.pop(key, (burst, now))
     tokens = min(burst, tokens + (now - last) * rate)
-    if tokens >= 1: self.buckets[client] = (tokens - 1, now); return 0.0
-    self.buckets[client] = (tokens, now)
-    return (1 - tokens) / rate
+    wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
+    b[key] = (tokens - 1 if take and not wait else tokens, now)   # put back last: the table is in order of use
+    if len(b) > MAX_BUCKETS: del b[next(iter(b))]                  # forget the least recently used address
+    return wait
 
 @patch
-def guard(self:Server, request) -> tuple[int, dict]|None:
-    "None when the request may go on; else the status and the error body."
-    key = self.api_key
-    if key and not _key_ok(request.headers, key): return 401, dict(error='missing or wrong API key')
-    client = ((request.headers.get('x-api-key') or request.headers.get('authorization')) if key else
-              (request.client.host if request.client else '?'))
-    if wait := self._rate_wait(client or '?'): return 429, dict(error='rate limit exceeded', retry_after=math.ceil(wait))
+def _key_attempt(self:Server, request, key:str) -> tuple[bool, float]:
+    "Whether the request carries `key`, and the seconds to wait when its address is over its failed attempts."
+    fails = ('failed', client_address(request))
+    if wait := self._bucket(fails, FAILED_RATE, FAILED_BURST, take=False): return False, wait
+    if _key_ok(request.headers, key): return True, 0.0
+    self._bucket(fails, FAILED_RATE, FAILED_BURST)
+    return False, 0.0
+
+@patch
+def guard(self:Server, request, key:str|None=None, what:str='API key') -> tuple[int, dict]|None:
+    "None when the request may go on; else the status and the error body (failed attempts, key, rate; by address)."
+    if key := key or self.api_key:
+        ok, wait = self._key_attempt(request, key)
+        if wait: return _too_many(wait)
+        if not ok: return 401, dict(error=f'missing or wrong {what}')
+    if self.rate > 0 and (wait := self._bucket(('rate', client_address(request)), self.rate, self.burst)):
+        return _too_many(wait)
     return None
 
 # %% ../nbs/09_serve.ipynb #ef88649f
-async def read_body(request, limit:int) -> bytes:
-    "The request body, refused with 413 as soon as it passes `limit` bytes."
+async def read_body(request, limit:int, seconds:float=10.0) -> bytes:
+    "The request body: 413 as soon as it passes `limit` bytes, 408 when it has not all arrived within `seconds`."
     def too_big(): return RequestError(413, [_problem(None, None, f'request body over the limit of {limit} bytes')])
     if (n := request.headers.get('content-length', '')).isdigit() and int(n) > limit: raise too_big()
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit: raise too_big()
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit: raise too_big()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, [_problem(None, None, f'request body not received within {seconds:g} s')]) from None
+    except ClientDisconnect: raise RequestError(400, [_problem(None, None, 'the client left before its body arrived')])
     return b''.join(chunks)
 
+@patch
+async def _body(self:Server, request, limit:int|None=None) -> bytes:
+    "The body of a JSON POST; 415 unless it says `application/json` (as no cross-site form or text post can)."
+    if request.headers.get('content-type', '').partition(';')[0].strip().lower() != 'application/json':
+        raise RequestError(415, [_problem(None, None, 'expected Content-Type: application/json')])
+    return await read_body(request, limit or self.max_body, self.body_seconds)
+
+BIG_BODY = 32 * 1024   # bytes: a larger body is parsed, checked and scored on a worker thread
+
+async def _work(big:bool, f, *args):
+    "`f(*args)`, on a worker thread when the work is big: the event loop stays free for other requests."
+    return await asyncio.to_thread(f, *args) if big else f(*args)
 
 # %% ../nbs/09_serve.ipynb #8de26836
 @patch
-async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout):
+async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout, big:bool=False):
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
-    if ro.fallback is None: return model.predict(cols), False, model
+    if ro.fallback is None: return await _work(big, model.predict, cols), False, model
     try:
-        if self.budget <= 0: return model.predict(cols), False, model
+        if self.budget <= 0: return await _work(big, model.predict, cols), False, model
         p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget)
         return p, False, model
     except Exception:
         self.metrics.fallbacks.inc()
-        return ro.fallback.predict(cols), True, ro.fallback
+        return await _work(big, ro.fallback.predict, cols), True, ro.fallback
 
 @patch
-def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, rid:str):
+def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, ids:list[str]):
     "Score a copy with the shadow candidate on its worker thread; dropped when too much shadow work waits."
     if self.shadow_pending >= 64: self.metrics.shadow.labels('dropped').inc(); return
     self.shadow_pending += 1
     def run():
         try:
             t0 = time.perf_counter(); p = cand.predict(cols); ms = (time.perf_counter() - t0) * 1e3
-            self.log.add(_log_rows(rid, cand, 'shadow', recs, p, ms, False))
+            self.log.add(_log_rows(ids, cand, 'shadow', recs, p, ms, False))
             self.metrics.shadow.labels('scored').inc()
         except Exception: self.metrics.shadow.labels('failed').inc()
         finally: self.shadow_pending -= 1
     self.shadow_pool.submit(run)
 
-def _log_rows(rid, m:LoadedModel, role, recs, p, ms, degraded) -> list[tuple]:
+def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list[tuple]:
+    "The log's rows of one answer: one per record, each under its own id."
     now = time.time()
-    return [(rid, now, m.version, role, orjson.dumps(r).decode(), float(q), m.label(q), ms, int(degraded))
-            for r, q in zip(recs, p)]
+    return [(i, now, m.version, role, orjson.dumps(r).decode(), float(q), m.label(q), ms, int(degraded))
+            for i, r, q in zip(ids, recs, p)]
 
 # %% ../nbs/09_serve.ipynb #b4168c09
+MAX_ANSWERED = 65_536   # request ids this process keeps, for feedback that arrives before the log has them
+
 @patch
 async def _predict(self:Server, request) -> tuple[int, dict]:
-    "POST /v1/predict: one record or a batch."
+    "POST /v1/predict: one record or a batch; each record under its own id."
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
-    body = await read_body(request, self.max_body)
+    body = await self._body(request)
     canary = (ro.candidate is not None and ro.canary_share > 0 and
               canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share)
-    model = ro.candidate if canary else ro.primary
-    cols, recs = parse_records(body, model, self.extra)
-    p, degraded, used = await self._score(model, cols, ro)
+    model, big = ro.candidate if canary else ro.primary, len(body) > BIG_BODY
+    cols, recs, batch = await _work(big, parse_records, body, model, self.extra, self.max_records, self.max_problems)
+    ids = [f'{rid}-{i}' for i in range(len(recs))] if batch else [rid]
+    p, degraded, used = await self._score(model, cols, ro, big)
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
-    logged = self.log.add(_log_rows(rid, used, role, recs, p, ms, degraded))
-    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, rid)
+    logged = self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))
+    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
     for q in p: self.metrics.probability.observe(float(q))
     if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
+    self._answered(rid, len(recs) if batch else 0)
+    label = lambda q: used.labels[1] if q >= used.threshold else used.labels[0]
     return 200, dict(request_id=rid, model_version=used.version, degraded=degraded,
-                     predictions=[dict(prediction=used.labels[1] if q >= used.threshold else used.labels[0],
-                                       probability=float(q)) for q in p])
+                     predictions=[dict(request_id=i, prediction=label(q), probability=float(q))
+                                  for i, q in zip(ids, p)])
 
-_ID_PREFIX, _ID_COUNTER = os.urandom(8).hex(), itertools.count()
+@patch
+def _answered(self:Server, rid:str, n:int):
+    "Keep a request id this process answered, with its number of records (0: one record, not a batch)."
+    self.answered[rid] = n
+    if len(self.answered) > MAX_ANSWERED: del self.answered[next(iter(self.answered))]
+
+@patch
+async def _known(self:Server, rid:str) -> bool:
+    "Whether a prediction has the id `rid`: one this process answered lately, else one in the log."
+    base, _, i = rid.partition('-')
+    if (n := self.answered.get(base)) is not None: return int(i) < n if i else n == 0
+    return await asyncio.to_thread(self.log.has_request, rid)
+
+_ID_KEY, _ID_COUNTER = secrets.token_bytes(32), itertools.count()
+os.register_at_fork(after_in_child=lambda: globals().update(_ID_KEY=secrets.token_bytes(32)))
+
 def next_request_id() -> str:
-    "A request id unique across processes: this process's random prefix and a counter (no system call per request)."
-    return f'{_ID_PREFIX}{next(_ID_COUNTER):016x}'
+    "An unguessable request id: a counter under this process's secret key (keyed BLAKE2b, no system call per id)."
+    return hashlib.blake2b(next(_ID_COUNTER).to_bytes(8, 'big'), key=_ID_KEY, digest_size=16).hexdigest()
 
 # %% ../nbs/09_serve.ipynb #a2121625
-@patch
-async def _feedback(self:Server, request) -> tuple[int, dict]:
-    "POST /v1/feedback: a delayed label for a request id."
-    if (refused := self.guard(request)): return refused
-    try: doc = orjson.loads(await read_body(request, self.max_body))
-    except orjson.JSONDecodeError as e: raise RequestError(400, [_problem(None, None, f'malformed JSON: {e}')])
-    rid, label = (doc.get('request_id'), doc.get('label')) if isinstance(doc, dict) else (None, None)
-    problems = ([] if isinstance(rid, str) and len(rid) == 32 and all(c in '0123456789abcdef' for c in rid) else
-                [_problem(None, 'request_id', 'expected the 32-hex-digit request id of a prediction')])
-    if not isinstance(label, (str, int, float, bool)): problems.append(_problem(None, 'label', 'expected a label (text, number or boolean)'))
-    if problems: raise RequestError(422, problems)
-    if (logged := self.log.feedback(rid, str(label))) is not None: await asyncio.wrap_future(logged)
-    return 202, dict(request_id=rid, recorded=True)
+FEEDBACK_BYTES, LABEL_CHARS = 4096, 100          # a feedback body is an id and a label; a free-text label's length
+ID_PATTERN = r'^[0-9a-f]{32}(-[0-9]{1,6})?$'
+
+def label_text(label, model:LoadedModel) -> tuple[str|None, str|None]:
+    "A posted label as the log keeps it (text), or what is wrong with it; one of the target's classes where named."
+    rule = model.columns.get(model.contract.get('target') or '', {}) or {}
+    if (classes := rule.get('categories')) is not None:
+        if any(type(c) is type(label) and c == label for c in classes): return str(label), None
+        return None, f'{_shown(label)} is not one of the classes {_shown(list(classes), 200)}'
+    if isinstance(label, bool):   # a JSON true is a boolean label, not the text "True"
+        return (str(label).lower(), None) if rule.get('dtype') == 'bool' else (None, 'expected a class, got a boolean')
+    if isinstance(label, str) and 0 < len(label) <= LABEL_CHARS: return label, None
+    if isinstance(label, (int, float)) and not isinstance(label, str): return str(label), None
+    return None, f'expected a class: text of 1 to {LABEL_CHARS} characters, or a number'
 
 @patch
-def openapi(self:Server) -> dict:
-    "The OpenAPI schema; the request model comes from the loaded model's contract."
-    m = self.rollout.primary
-    props = {}
-    for name, text in (m.inputs if m else []):
-        r = m.columns.get(name, {})
-        s = dict(type='string', enum=r.get('categories')) if text and r.get('categories') else dict(type='string' if text else 'number')
-        s |= {k: r[k] for k in ('min', 'max') if not text and r.get(k) is not None}
-        props[name] = {k.replace('min', 'minimum').replace('max', 'maximum'): v for k, v in s.items() if v is not None} | dict(nullable=bool(r.get('nullable', True)))
-    record = dict(type='object', properties=props, required=list(props), additionalProperties=self.extra == 'ignore')
-    body = {'oneOf': [record, dict(type='object', properties=dict(records=dict(type='array', items=record, minItems=1)), required=['records'])]}
-    resp = {'200': dict(description='predictions'), '400': dict(description='malformed JSON'), '401': dict(description='missing API key'),
-            '413': dict(description='body too large'), '422': dict(description='records break the contract'), '429': dict(description='rate limited')}
-    return dict(openapi='3.0.3', info=dict(title='mlsys model server', version=m.version if m else 'none'),
-                paths={'/v1/predict': dict(post=dict(requestBody=dict(required=True, content={'application/json': dict(schema=body)}), responses=resp))})
+async def _feedback(self:Server, request) -> tuple[int, dict]:
+    "POST /v1/feedback: a delayed label for a prediction's id; a later label for the same id replaces it."
+    if (refused := self.guard(request)): return refused
+    if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
+    doc = read_json(await self._body(request, FEEDBACK_BYTES))
+    if not isinstance(doc, dict):
+        raise RequestError(422, [_problem(None, None, 'expected {"request_id": ..., "label": ...}')])
+    problems = [_problem(None, k, 'not a feedback field (request_id, label)')
+                for k in doc if k not in ('request_id', 'label')]
+    if not (isinstance(rid := doc.get('request_id'), str) and re.fullmatch(ID_PATTERN, rid)):
+        problems.append(_problem(None, 'request_id', 'expected a prediction id: 32 hex digits, then -<i> in a batch'))
+    label, why = label_text(doc.get('label'), self.rollout.primary)
+    if why: problems.append(_problem(None, 'label', why))
+    if problems: raise RequestError(422, problems[:self.max_problems], max(0, len(problems) - self.max_problems))
+    if not await self._known(rid):
+        return 404, dict(error=f'no prediction has the id {rid} (a record of a batch has its own: <request id>-<i>)')
+    if (logged := self.log.feedback(rid, label)) is not None: await asyncio.wrap_future(logged)
+    return 202, dict(request_id=rid, label=label, recorded=True)
 
 # %% ../nbs/09_serve.ipynb #20730def
 def _explainer_factory():
@@ -286,29 +421,133 @@ def _explainer_factory():
         raise RequestError(501, [_problem(None, None, f'explanations need the evaluation libraries (torch): {e}')])
 
 # %% ../nbs/09_serve.ipynb #227c5586
+EXPLAIN_RECORDS = 16
+
 @patch
 def _explainer(self:Server, model:LoadedModel):
     "The explainer of the served version, built on first use from its registry artifacts."
     if (ex := self._explainers.get(model.version)) is not None: return ex
     name, _, v = model.version.partition(':')
     if name == 'file':
-        raise RequestError(404, [_problem(None, None, 'explanations need a registry model: its checkpoint and feature spec')])
+        raise RequestError(404, [_problem(None, None, 'explanations need a registry model (its checkpoint)')])
     try: arts = [self.registry.read(name, v, role) for role in ('checkpoint', 'feature_spec', 'explain_background')]
-    except KeyError as e: raise RequestError(404, [_problem(None, None, f'cannot explain {model.version}: {e.args[0]}')])
+    except KeyError as e:
+        raise RequestError(404, [_problem(None, None, f'cannot explain {model.version}: {e.args[0]}')]) from None
     self._explainers[model.version] = ex = _explainer_factory()(*arts)
     return ex
 
 @patch
 async def _explain(self:Server, request) -> tuple[int, dict]:
-    "POST /v1/explain: SHAP values by raw column for up to 16 records."
+    "POST /v1/explain: SHAP values by raw column for up to `EXPLAIN_RECORDS` records."
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     model, rid = self.rollout.primary, next_request_id()
-    _, recs = parse_records(await read_body(request, self.max_body), model, self.extra)
-    if len(recs) > 16:
-        raise RequestError(422, [_problem(None, None, f'at most 16 records per explanation request, got {len(recs)}')])
+    body = await self._body(request)
+    _, recs, _ = await _work(len(body) > BIG_BODY, parse_records, body, model, self.extra,
+                             min(EXPLAIN_RECORDS, self.max_records), self.max_problems)
     ex = await asyncio.to_thread(self._explainer, model)
-    return 200, dict(request_id=rid, model_version=model.version, explanations=await asyncio.to_thread(ex.explain, recs))
+    explanations = await asyncio.to_thread(ex.explain, recs)
+    return 200, dict(request_id=rid, model_version=model.version, explanations=explanations)
+
+# %% ../nbs/09_serve.ipynb #87e99720
+def _drop(**kw) -> dict: return {k: v for k, v in kw.items() if v is not None}
+
+def _s(kind:str, **kw) -> dict: return dict(type=kind, **kw)
+
+def _obj(props:dict, required=(), additional:bool=True) -> dict:
+    "An object schema with these properties, the `required` ones required."
+    return _drop(type='object', properties=props, required=list(required) or None, additionalProperties=additional)
+
+def column_schema(rule:dict, text:bool) -> dict:
+    "The JSON schema of one input column, from its contract rule."
+    nullable = bool(rule.get('nullable', True))
+    if text:
+        cats = rule.get('categories')
+        return _drop(type='string', enum=None if cats is None else [*cats] + [None] * nullable, nullable=nullable)
+    kind = {'bool': 'boolean', 'int64': 'integer'}.get(rule.get('dtype'), 'number')
+    bounds = _drop(minimum=rule.get('min'), maximum=rule.get('max')) if kind != 'boolean' else {}
+    return dict(type=kind, nullable=nullable) | bounds
+
+def label_schema(model:LoadedModel|None) -> dict:
+    "The JSON schema of a feedback label: one of the target's classes where the contract names them."
+    target = (model.columns.get(model.contract.get('target') or '', {}) or {}) if model else {}
+    if (classes := target.get('categories')) is not None:
+        return dict(enum=list(classes)) | (_s('string') if all(isinstance(c, str) for c in classes) else {})
+    if target.get('dtype') == 'bool': return _s('boolean')
+    return {'oneOf': [_s('string', minLength=1, maxLength=LABEL_CHARS), _s('number')]}
+
+_WHY = {'400': 'malformed JSON, or the client left before its body arrived', '401': 'missing or wrong key',
+        '404': 'not found: no prediction with that id, nothing to explain it with, or admin routes off',
+        '408': 'the body did not arrive within serve.body_seconds', '413': 'body over serve.max_body_bytes',
+        '415': 'not Content-Type: application/json', '422': 'the body breaks the contract: problems by column',
+        '429': 'too many requests, or failed keys, from this address', '501': 'explanations need torch',
+        '503': 'no model loaded yet, or the model failed'}
+_PROBLEM = _obj(dict(record=_s('integer', nullable=True), column=_s('string', nullable=True), problem=_s('string')),
+                ['problem'])
+_ERROR = _obj(dict(error=_s('string'), problems=_s('array', items=_PROBLEM), more_problems=_s('integer', minimum=1),
+                   reason=_s('string', nullable=True), retry_after=_s('integer', minimum=1)), ['error'])
+_READY = _obj(dict(ready=_s('boolean'), model_version=_s('string'), reason=_s('string', nullable=True)), ['ready'])
+
+def _answer(schema:dict, text:str, media:str='application/json') -> dict:
+    return dict(description=text, content={media: dict(schema=schema)})
+
+def _answers(ok:dict, *codes) -> dict:
+    "The answers of an operation: `ok`, and the error statuses `codes`."
+    retry = {'headers': {'Retry-After': dict(description='seconds to wait', schema=_s('integer'))}}
+    return ok | {c: _answer(_ERROR, _WHY[c]) | (retry if c == '429' else {}) for c in codes}
+
+def _scored(**props) -> dict:
+    "The schema of an answer about records: the request id, the model version and `props`."
+    return _obj(dict(request_id=_s('string'), model_version=_s('string'), **props),
+                ['request_id', 'model_version', *props])
+
+@patch
+def openapi(self:Server) -> dict:
+    "The OpenAPI document of every route; the record's schema comes from the loaded model's contract."
+    m, extra = self.rollout.primary, self.extra == 'ignore'
+    cols = {name: column_schema(m.columns.get(name, {}), text) for name, text in (m.inputs if m else [])}
+    record = _obj(cols, list(cols), extra)
+    def body(n): return {'oneOf': [record, _obj(dict(records=_s('array', items=record, minItems=1, maxItems=n)),
+                                                ['records'], extra)]}
+    feedback = _obj(dict(request_id=_s('string', pattern=ID_PATTERN), label=label_schema(m)), ['request_id', 'label'],
+                    False)
+    one = _obj(dict(request_id=_s('string'), prediction=dict(description='the predicted class'),
+                    probability=_s('number')), ['request_id', 'prediction', 'probability'])
+    security = [{'apiKey': []}, {'bearer': []}] if self.api_key else None
+    def post(summary, schema, ok, *codes, **more):
+        return dict(post=_drop(summary=summary, security=security, **more, responses=_answers(ok, *codes),
+                               requestBody=dict(required=True, content={'application/json': dict(schema=schema)})))
+    def get(summary, ok, *codes, keyed=True):
+        return dict(get=_drop(summary=summary, security=security if keyed else None, responses=_answers(ok, *codes)))
+    posted = ('400', '401', '408', '413', '415', '422', '429', '503')
+    key = {'name': 'X-Request-Key', 'in': 'header', 'required': False, 'schema': _s('string'),
+           'description': 'the canary is chosen by a hash of this key'}
+    predicted = _scored(degraded=_s('boolean'), predictions=_s('array', items=one))
+    explained = _scored(explanations=_s('array', items=_s('object')))
+    recorded = _obj(dict(request_id=_s('string'), label=_s('string'), recorded=_s('boolean')),
+                    ['request_id', 'recorded'])
+    reloaded = _obj(dict(changed=_s('boolean'), model_version=_s('string', nullable=True)), ['changed'])
+    paths = {
+        '/v1/predict': post('Predictions for one record or a batch', body(self.max_records),
+                            {'200': _answer(predicted, 'predictions')}, *posted, parameters=[key]),
+        '/v1/explain': post('SHAP values by raw column', body(min(EXPLAIN_RECORDS, self.max_records)),
+                            {'200': _answer(explained, 'explanations')}, *posted, '404', '501'),
+        '/v1/feedback': post('A delayed label for a prediction', feedback, {'202': _answer(recorded, 'recorded')},
+                             *posted, '404'),
+        '/healthz': get('Liveness', {'200': _answer(_obj(dict(alive=_s('boolean')), ['alive']), 'alive')}, keyed=False),
+        '/readyz': get('Readiness (the version and the reason only with the key, when one is set)',
+                       {'200': _answer(_READY, 'ready'), '503': _answer(_READY, 'not ready')}, keyed=False),
+        '/metrics': get('Prometheus metrics', {'200': _answer(_s('string'), 'the metrics', 'text/plain')},
+                        '401', '429'),
+        '/openapi.json': get('This document', {'200': _answer(_s('object'), 'the OpenAPI document')}, '401', '429'),
+        '/admin/reload': dict(post=dict(summary="Load the registry's current versions now (with serve.admin_key)",
+                                        responses=_answers({'200': _answer(reloaded, 'reloaded')},
+                                                           '401', '404', '429'))),
+    }
+    schemes = dict(securitySchemes=dict(apiKey={'type': 'apiKey', 'name': 'X-API-Key', 'in': 'header'},
+                                        bearer=dict(type='http', scheme='bearer'))) if self.api_key else None
+    return _drop(openapi='3.0.3', info=dict(title='mlsys model server', version=m.version if m else 'none'),
+                 paths=paths, components=schemes)
 
 # %% ../nbs/09_serve.ipynb #ecdc2473
 @patch
@@ -317,11 +556,16 @@ def _handle(self:Server, route:str, fn):
     async def endpoint(request):
         t0, headers = time.perf_counter(), None
         try: status, body = await fn(request)
-        except RequestError as e: status, body = e.status, dict(error='bad request', problems=e.problems)
-        except Exception as e: status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {e}')
+        except RequestError as e:
+            status, body = e.status, dict(error='bad request', problems=e.problems)
+            if e.more: body['more_problems'] = e.more
+        except Exception as e:
+            status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {_shown(str(e), 200)}')
         if status == 429: headers = {'Retry-After': str(body['retry_after'])}
+        elif status in (408, 413): headers = {'Connection': 'close'}
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        if isinstance(body, Response): return body
         return Response(orjson.dumps(body), status, headers, media_type='application/json')
     return endpoint
 
@@ -335,24 +579,36 @@ async def _follow_registry(self:Server):
 
 @patch
 async def _readyz(self:Server, request) -> tuple[int, dict]:
-    "GET /readyz: 200 once a model is loaded and warm, else 503 with the reason."
-    if self.ready: return 200, dict(ready=True, model_version=self.rollout.primary.version)
-    return 503, dict(ready=False, reason=self.load_error)
+    "GET /readyz: 200 once a model is loaded and warm, else 503; the version and the reason only to a key holder."
+    key = self.api_key
+    told = not key or (_presented_key(request.headers) is not None and self._key_attempt(request, key)[0])
+    if self.ready: return 200, dict(ready=True) | (dict(model_version=self.rollout.primary.version) if told else {})
+    return 503, dict(ready=False) | (dict(reason=self.load_error) if told else {})
 
 @patch
 async def _reload(self:Server, request) -> tuple[int, dict]:
     "POST /admin/reload: load the registry's current versions now (with the admin key)."
     if not self.cfg.admin_key: return 404, dict(error='admin routes are off (no serve.admin_key)')
-    if not _key_ok(request.headers, self.cfg.admin_key): return 401, dict(error='missing or wrong admin key')
+    if refused := self.guard(request, self.cfg.admin_key, 'admin key'): return refused
     changed = await asyncio.to_thread(self.load)
     return 200, dict(changed=changed, model_version=getattr(self.rollout.primary, 'version', None))
+
+@patch
+async def _metrics_route(self:Server, request) -> tuple[int, dict|Response]:
+    "GET /metrics: the Prometheus text (with the key, when one is set)."
+    if (refused := self.guard(request)): return refused
+    return 200, Response(self.metrics.text(), media_type='text/plain; version=0.0.4')
+
+@patch
+async def _openapi_route(self:Server, request) -> tuple[int, dict]:
+    "GET /openapi.json: the OpenAPI document (with the key, when one is set)."
+    return self.guard(request) or (200, self.openapi())
 
 # %% ../nbs/09_serve.ipynb #5df4b895
 @patch
 def app(self:Server) -> Starlette:
     "The Starlette app of this server."
-    async def simple(body, status=200): return status, body
-    async def metrics(r): return Response(self.metrics.text(), media_type='text/plain; version=0.0.4')
+    async def alive(request): return 200, dict(alive=True)
     @asynccontextmanager
     async def lifespan(a):
         gc.collect(); gc.freeze()      # what exists now lives as long as the server: keep it out of every GC pass
@@ -361,9 +617,9 @@ def app(self:Server) -> Starlette:
         finally: task.cancel(); self.shadow_pool.shutdown(wait=False); self.log.close()
     h = lambda route, fn, methods: Route(f'/{route}', self._handle(route, fn), methods=methods)
     return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']),
-                             h('v1/feedback', self._feedback, ['POST']), h('healthz', lambda r: simple(dict(alive=True)), ['GET']),
-                             h('readyz', self._readyz, ['GET']), h('openapi.json', lambda r: simple(self.openapi()), ['GET']),
-                             h('admin/reload', self._reload, ['POST']), Route('/metrics', metrics, methods=['GET'])],
+                             h('v1/feedback', self._feedback, ['POST']), h('healthz', alive, ['GET']),
+                             h('readyz', self._readyz, ['GET']), h('openapi.json', self._openapi_route, ['GET']),
+                             h('admin/reload', self._reload, ['POST']), h('metrics', self._metrics_route, ['GET'])],
                      lifespan=lifespan)
 
 # %% ../nbs/09_serve.ipynb #ae9a5dd7

@@ -61,11 +61,11 @@ def test_run_writes_outputs_notebooks_and_manifest(tmp_path, monkeypatch):
     assert f['split']['counts']['train'] + f['split']['counts']['valid'] + f['split']['counts']['test'] == 7043
     t = _manifest(run_dir, 'train')                                       # and training read the features
     assert t['status'] == 'succeeded' and t['spec_hash'] == f['spec_hash']
-    assert {o['role'] for o in t['outputs']} >= {'best_checkpoint', 'last_checkpoint', 'metrics', 'hparams', 'learning_curves'}
+    assert {o['role'] for o in t['outputs']} >= {'checkpoint', 'last_checkpoint', 'train_metrics', 'hparams', 'learning_curves'}
     assert set(t['metrics']['model']) == set(t['metrics']['baseline']) == {'valid', 'test'}
     e = _manifest(run_dir, 'evaluate')                                    # and evaluation read the best checkpoint
     assert e['status'] == 'succeeded'
-    best = next(o for o in t['outputs'] if o['role'] == 'best_checkpoint')
+    best = next(o for o in t['outputs'] if o['role'] == 'checkpoint')
     assert {'role': 'checkpoint', 'sha256': best['sha256']}.items() <= next(i for i in e['inputs'] if i['role'] == 'checkpoint').items()
     ev = json.loads((run_dir/'evaluate'/'metrics.json').read_text())
     assert set(ev['fairness']) == {'female', 'senior_citizen', 'female & senior_citizen'}

@@ -2,6 +2,9 @@
 import json, os, signal, subprocess, sys, textwrap, time
 import pytest
 import torch
+from mlsys.config import stage_file
+from mlsys.data import run_ingest
+from mlsys.example import example_run
 from mlsys.features import run_features
 
 SCRIPT = textwrap.dedent('''
@@ -9,10 +12,10 @@ SCRIPT = textwrap.dedent('''
     from pathlib import Path
     torch.set_num_threads(1)
     from mlsys.train import TabularData, fit, make_loggers, finish_tracking
-    fdir, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    run_dir, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     kw = dict(max_epochs=int(sys.argv[4]), patience=100, accelerator='cpu')
     if mode == 'ddp': kw.update(devices=2, strategy='ddp')
-    dm = TabularData(fdir, 'churn', batch_size=256, seed=7)
+    dm = TabularData(run_dir, batch_size=256, seed=7)
     loggers = make_loggers(out, 'test-' + mode, dict(mode=mode), mode='offline') if mode == 'ddp' else False
     ckpt = sys.argv[5] if len(sys.argv) > 5 else None
     trainer, model = fit(dm, out, dict(hidden=32, dropout=0.2), seed=7, ckpt_path=ckpt, loggers=loggers, **kw)
@@ -25,10 +28,9 @@ SCRIPT = textwrap.dedent('''
 
 
 @pytest.fixture(scope='module')
-def features(tmp_path_factory):
-    d = tmp_path_factory.mktemp('features')
-    run_features(out=d)
-    return d
+def run_dir(tmp_path_factory):
+    "A run directory where the ingest and features stages ran on the example."
+    return example_run(run_ingest, run_features, run_dir=tmp_path_factory.mktemp('run'))
 
 
 def _run(script, *args, env=None, wait=True):
@@ -47,27 +49,28 @@ def script(tmp_path, monkeypatch):
     return p
 
 
-def test_ddp_on_cpu_with_two_processes_matches_single_process(features, script, tmp_path):
+def test_ddp_on_cpu_with_two_processes_matches_single_process(run_dir, script, tmp_path):
     single, ddp = tmp_path/'single', tmp_path/'ddp'
-    _run(script, features, single, 'single', 4)
-    _run(script, features, ddp, 'ddp', 4, env={'PL_TORCH_DISTRIBUTED_BACKEND': 'gloo'})
+    _run(script, run_dir, single, 'single', 4)
+    _run(script, run_dir, ddp, 'ddp', 4, env={'PL_TORCH_DISTRIBUTED_BACKEND': 'gloo'})
     a, b = (json.loads((d/'result.json').read_text()) for d in (single, ddp))
     assert b['world_size'] == 2
     assert abs(a['val_auroc'] - b['val_auroc']) < 0.01, (a, b)          # stated tolerance: 0.01 AUROC
     # rank zero alone wrote: one checkpoint set, one metrics log, one tracking run
-    assert sorted(p.name for p in (ddp/'checkpoints').iterdir()) == ['best.ckpt', 'last.ckpt']
-    assert list(ddp.glob('**/metrics.csv')) == [ddp/'metrics.csv']
+    checkpoints = stage_file(ddp, 'checkpoint').parent
+    assert sorted(checkpoints.iterdir()) == sorted([stage_file(ddp, 'checkpoint'), stage_file(ddp, 'last_checkpoint')])
+    assert list(ddp.glob('**/metrics.csv')) == [stage_file(ddp, 'learning_curves')]
     runs = list((tmp_path/'home'/'tracking'/'wandb').glob('offline-run-*'))
     assert len(runs) == 1
     assert not list(ddp.glob('**/.*.ckpt.*'))                                # no temporary checkpoint left behind
 
 
-def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(features, script, tmp_path):
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(run_dir, script, tmp_path):
     epochs = 8
     full, broken = tmp_path/'full', tmp_path/'broken'
-    _run(script, features, full, 'single', epochs)
-    p = _run(script, features, broken, 'single', epochs, wait=False)
-    last = broken/'checkpoints'/'last.ckpt'
+    _run(script, run_dir, full, 'single', epochs)
+    p = _run(script, run_dir, broken, 'single', epochs, wait=False)
+    last = stage_file(broken, 'last_checkpoint')
     deadline = time.time() + 300
     while time.time() < deadline:                                           # kill once two epochs are saved
         if last.exists() and torch.load(last, weights_only=True)['epoch'] >= 1: break
@@ -77,6 +80,6 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(features, s
     assert p.returncode == -signal.SIGKILL
     saved = torch.load(last, weights_only=True)                              # whole, and loadable safely
     assert saved['epoch'] < epochs - 1 and 'optimizer_states' in saved and 'torch_rng_state' in saved
-    _run(script, features, broken, 'single', epochs, last)
+    _run(script, run_dir, broken, 'single', epochs, last)
     a, b = torch.load(full/'final.pt', weights_only=True), torch.load(broken/'final.pt', weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
