@@ -13,7 +13,7 @@ from fastcore.basics import AttrDict
 # %% auto #0
 __all__ = ['RUN_FILES', 'settings_path', 'packaged_settings', 'parse_value', 'Settings', 'get_settings', 'home_dir', 'home_paths',
            'new_run_id', 'run_file', 'stage_file', 'write_atomic', 'write_parquet_atomic', 'sha256_file', 'file_record',
-           'git_commit', 'environment_versions', 'read_manifest', 'update_manifest', 'as_list']
+           'git_commit', 'environment_versions', 'read_manifest', 'update_manifest', 'record_outputs', 'as_list']
 
 # %% ../nbs/00_config.ipynb #0bd98822
 def settings_path() -> Path:
@@ -230,6 +230,13 @@ def update_manifest(out:Path|str, # the stage folder
         m[kind] = [r for r in m.get(kind, []) if r['path'] not in new] + list(recs)
     write_atomic(Path(out)/'manifest.json', json.dumps(m, indent=2, default=str))
     return m
+
+# %% ../nbs/00_config.ipynb #4893d849
+def record_outputs(out:Path|str, # the stage folder
+                   **paths,      # role=path of each file the stage wrote
+                  ) -> dict:
+    "Record files a stage wrote in its manifest, by role, with their sha256; the manifest."
+    return update_manifest(out, outputs=[file_record(p, role) for role, p in paths.items()])
 
 # %% ../nbs/00_config.ipynb #b935eb73
 def as_list(value,   # None, a list/tuple, or text: `a,b`, `[a, b]` or one name

@@ -4,37 +4,76 @@
 
 # %% ../nbs/13_pipeline.ipynb #2d98a171
 from __future__ import annotations
-import datetime as dt, json, secrets, sys, tempfile, time
+import datetime as dt, hashlib, json, os, secrets, shutil, sys, tempfile, time
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-import polars as pl
+import nbformat
 import yaml
 from jupyter_client.manager import AsyncKernelManager
 import mlsys
 from .config import (Settings, environment_versions, file_record, get_settings, git_commit, home_paths, new_run_id,
-                          read_manifest, run_file, update_manifest, write_atomic, write_parquet_atomic)
+                          read_manifest, run_file, sha256_file, update_manifest, write_atomic)
 from .example import example_params
 from .registry import Registry
 
 # %% auto #0
-__all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'stage_notebook', 'stage_parameters', 'load_config', 'parse_assignments',
-           'parse_settings', 'job_plan', 'IPCKernelManager', 'StageFailed', 'job_settings', 'run_stage', 'run_pipeline',
-           'retrain']
+__all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'notebook_parameters',
+           'stage_parameters', 'load_pipeline', 'load_config', 'parse_assignments', 'parse_settings', 'job_plan',
+           'is_job_cell', 'job_view', 'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs',
+           'run_stage', 'stage_key', 'reuse', 'run_pipeline', 'retrain']
 
 # %% ../nbs/13_pipeline.ipynb #aec09a8e
 STAGES = {'ingest': '02_data.ipynb', 'features': '03_features.ipynb', 'train': '04_train.ipynb',
           'evaluate': '05_evaluate.ipynb', 'export': '06_export.ipynb', 'register': '12_register.ipynb'}
 COMMON_PARAMETERS = ('data', 'target', 'id_column', 'time_column', 'sensitive_columns', 'contract')
 
+@dataclass
+class Stage:
+    "A stage of a pipeline: its name, its notebook and the stages it needs."
+    name: str
+    notebook: Path
+    upstream: list = field(default_factory=list)
+
 def stage_notebook(stage:str) -> Path:
-    "The notebook of `stage`, from the installed package."
+    "The notebook of built-in `stage`, from the installed package."
     if stage not in STAGES: raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     return Path(resources.files(mlsys)/'nbs'/STAGES[stage])
 
-def stage_parameters(stage:str) -> dict:
-    "The parameters `stage` declares, with their defaults, read from its `parameters` cell."
+def notebook_parameters(notebook:Path) -> dict:
+    "The parameters a notebook declares, with their defaults, read from its `parameters` cell."
     import papermill as pm        # imported where used: the other commands start without it
-    return {k: v['default'] for k, v in pm.inspect_notebook(str(stage_notebook(stage))).items()}
+    return {k: v['default'] for k, v in pm.inspect_notebook(str(notebook)).items()}
+
+def stage_parameters(stage:str) -> dict:
+    "The parameters built-in `stage` declares."
+    return notebook_parameters(stage_notebook(stage))
+
+# %% ../nbs/13_pipeline.ipynb #498710fe
+def _declared_upstream(notebook:Path) -> list|None:
+    "The `upstream` a notebook's parameters cell declares (a list of stage names), or None."
+    value = yaml.safe_load(notebook_parameters(notebook).get('upstream') or 'null')
+    return value if isinstance(value, list) else None
+
+def load_pipeline(path:str|Path|None=None, # a pipeline file; None: the built-in pipeline
+                 ) -> tuple[list[Stage], dict]:
+    "The stages of a pipeline file (or the built-in ones), upstream resolved; and its `params` and `settings`."
+    doc = yaml.safe_load(Path(path).read_text()) if path else dict(stages=list(STAGES))
+    if not isinstance(doc, dict) or not isinstance(doc.get('stages'), list) or set(doc) - {'stages', 'params', 'settings'}:
+        raise ValueError(f"{path}: a pipeline file has a `stages` list, and optional `params` and `settings`")
+    stages, root = [], Path(path).parent if path else None
+    for item in doc['stages']:
+        item = {'name': item} if isinstance(item, str) else dict(item)
+        name = item.get('name')
+        if not name or name in [s.name for s in stages]: raise ValueError(f"{path}: stage {item} needs a new `name`")
+        nb = (root/item['notebook']).resolve() if item.get('notebook') else stage_notebook(name)
+        if not nb.exists(): raise FileNotFoundError(f"{path}: stage {name!r}: no notebook {nb}")
+        up = item.get('upstream', _declared_upstream(nb) if item.get('notebook') else None)
+        up = [s.name for s in stages] if up is None else list(up)
+        if bad := [u for u in up if u not in [s.name for s in stages]]:
+            raise ValueError(f"{path}: stage {name!r} needs {bad}, which do not come before it")
+        stages.append(Stage(name, nb, up))
+    return stages, {k: dict(doc.get(k) or {}) for k in ('params', 'settings')}
 
 # %% ../nbs/13_pipeline.ipynb #b19b0c82
 def load_config(path:str|Path|None) -> dict:
@@ -60,14 +99,36 @@ def parse_settings(items:list[str]|None) -> dict:
     return dict(_pairs(items))
 
 # %% ../nbs/13_pipeline.ipynb #e7607ef9
-def job_plan(stages:list[str], config:dict, params:dict, base:dict|None=None) -> dict[str, dict]:
+def job_plan(stages:list[Stage], config:dict, params:dict, base:dict|None=None) -> dict[str, dict]:
     "Each stage's parameters: `base`, config `params`, `stages.<name>`, then `params`, kept to what it declares."
-    declared = {s: stage_parameters(s) for s in stages}
+    declared = {s.name: notebook_parameters(s.notebook) for s in stages}
     if unknown := set(config['params'] | params) - {p for d in declared.values() for p in d}:
         raise KeyError(f"no selected stage takes parameters {sorted(unknown)}")
-    if bad := set(config['stages']) - set(STAGES): raise KeyError(f"config names unknown stages {sorted(bad)}")
-    merged = {s: (base or {}) | config['params'] | config['stages'].get(s, {}) | params for s in stages}
-    return {s: {k: v for k, v in merged[s].items() if k in declared[s]} for s in stages}
+    if bad := set(config['stages']) - set(declared): raise KeyError(f"config names unknown stages {sorted(bad)}")
+    merged = {s: (base or {}) | config['params'] | config['stages'].get(s, {}) | params for s in declared}
+    return {s: {k: v for k, v in merged[s].items() if k in declared[s] and k != 'upstream'} for s in declared}
+
+# %% ../nbs/13_pipeline.ipynb #0400f76e
+def _tags(cell) -> list: return cell.metadata.get('tags', [])
+
+def is_job_cell(cell) -> bool:
+    "Whether a code cell belongs to the job: the `parameters` cell, or one whose directives include `#| job`."
+    if cell.cell_type != 'code': return False
+    directives = [l.replace(' ', '') for l in cell.source.splitlines() if l.startswith('#|')]
+    return 'parameters' in _tags(cell) or '#|job' in directives
+
+def job_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
+    "The notebook as a job runs it: title, parameters, `#| job` cells and the job section's markdown."
+    cells = nb.cells
+    jobs = [i for i, c in enumerate(cells) if is_job_cell(c) and 'parameters' not in _tags(c)]
+    if not jobs: raise ValueError("the notebook marks no job cell (`#| job`)")
+    heads = [i for i in range(jobs[0]) if cells[i].cell_type == 'markdown' and cells[i].source.startswith('## ')]
+    start = heads[-1] if heads else jobs[0]
+    def keep(i, c):
+        title = c.cell_type == 'markdown' and c.source.startswith('# ')
+        return is_job_cell(c) or (c.cell_type == 'markdown' and (i >= start or title))
+    fresh = lambda c: nbformat.from_dict(dict(c, outputs=[], execution_count=None)) if c.cell_type == 'code' else c
+    return nbformat.from_dict(dict(nb, cells=[fresh(c) for i, c in enumerate(cells) if keep(i, c)]))
 
 # %% ../nbs/13_pipeline.ipynb #4037aa9c
 class IPCKernelManager(AsyncKernelManager):
@@ -109,33 +170,83 @@ def job_settings(settings:Settings) -> dict:
     "Resolved settings as a job receives them: every value, secrets blanked (no job needs them; runs keep files)."
     return {s: {k: '' if f'{s}.{k}' in SECRETS else v for k, v in vals.items()} for s, vals in settings.items()}
 
+# %% ../nbs/13_pipeline.ipynb #41c83858
+REPORTS = ('notebook', 'notebook_html')
+
+def upstream_outputs(run_dir:Path, stage:Stage) -> dict[str, dict[str, str]]:
+    "What each upstream stage of `stage` recorded, by role (its executed notebook aside)."
+    return {u: {o['role']: o['path'] for o in read_manifest(Path(run_dir)/u).get('outputs', []) if o['role'] not in REPORTS}
+            for u in stage.upstream}
+
 # %% ../nbs/13_pipeline.ipynb #1e09670f
-def run_stage(stage:str,         # a stage of `STAGES`
+def run_stage(stage:Stage,       # the stage
               run_dir:Path,      # the run directory
               params:dict,       # the stage's parameters
               settings:Settings, # the run's resolved settings
-             ) -> dict:
-    "Execute `stage`'s notebook into `run_dir/stage`; its manifest. Raise `StageFailed` if a cell fails."
+              **record) -> dict: # more fields for the manifest (the stage's key)
+    "Execute `stage`'s job view into `run_dir/<name>`; its manifest. Raise `StageFailed` if a cell fails."
     import papermill as pm
-    out = Path(run_dir)/stage
+    out = Path(run_dir)/stage.name
     out.mkdir(parents=True, exist_ok=True)
-    nb, job = out/'notebook.ipynb', job_settings(settings)
-    update_manifest(out, stage=stage, parameters=params, settings=job, status='running', started=_now(), ended=None,
-                    error=None, versions=environment_versions(), git_commit=_code_commit())
+    nb, job, ups = out/'notebook.ipynb', job_settings(settings), upstream_outputs(run_dir, stage)
+    given = params | dict(settings=job, out=str(out), run_dir=str(run_dir))
+    if 'upstream' in notebook_parameters(stage.notebook): given['upstream'] = ups
+    inputs = [file_record(p, f'{u}.{role}') for u, files in ups.items() for role, p in files.items() if Path(p).exists()]
+    update_manifest(out, inputs=inputs, stage=stage.name, notebook=str(stage.notebook), parameters=params, settings=job,
+                    status='running', started=_now(), ended=None, error=None, ran=True, reused_from=None,
+                    versions=environment_versions(), git_commit=_code_commit(), **record)
     error = None
-    try: pm.execute_notebook(str(stage_notebook(stage)), str(nb), cwd=str(out), progress_bar=False,
-                             kernel_name='python3', kernel_manager_class=IPCKernelManager,
-                             parameters=params | dict(settings=job, out=str(out), run_dir=str(run_dir)))
-    except BaseException as e: error = e
+    with tempfile.TemporaryDirectory() as d:
+        view = nbformat.write(job_view(nbformat.read(stage.notebook, as_version=4)), src := Path(d)/'job.ipynb')
+        try: pm.execute_notebook(str(src), str(nb), cwd=str(out), progress_bar=sys.stderr.isatty(), parameters=given,
+                                 kernel_name='python3', kernel_manager_class=IPCKernelManager)
+        except BaseException as e: error = e
     notebooks = [file_record(p, role) for p, role in ((nb, 'notebook'), (_render_html(nb), 'notebook_html')) if p]
     m = update_manifest(out, outputs=notebooks, status='failed' if error else 'succeeded', ended=_now(),
-                        error=_failure(stage, error) if error else None)
+                        error=_failure(stage.name, error) if error else None)
     if isinstance(error, Exception): raise StageFailed(m['error']) from error
     if error: raise error
     return m
 
+# %% ../nbs/13_pipeline.ipynb #54382f3d
+def _content(value):
+    "A parameter as its key sees it: a file by its sha256, lists and dicts item by item."
+    if isinstance(value, str) and len(value) < 4096 and Path(value).is_file(): return 'sha256:' + sha256_file(value)
+    if isinstance(value, (list, tuple)): return [_content(v) for v in value]
+    if isinstance(value, dict): return {k: _content(v) for k, v in value.items()}
+    return value
+
+def stage_key(stage:Stage, params:dict, settings:dict, upstream_keys:list[str]) -> str:
+    "The stage's key: its job view, its parameters (files by content), its job settings and its upstream's keys."
+    view = job_view(nbformat.read(stage.notebook, as_version=4))
+    code = [c.source for c in view.cells if c.cell_type == 'code']
+    doc = dict(code=code, params=_content(params), settings=settings, upstream=upstream_keys)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+# %% ../nbs/13_pipeline.ipynb #4c13f775
+def _link_tree(src:Path, dst:Path):
+    "`src`'s files into `dst`, hard-linked where the file system allows, copied elsewhere."
+    def link(a, b):
+        try: os.link(a, b)
+        except OSError: shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+
+def reuse(stage:Stage, key:str, run_dir:Path, runs:Path) -> dict|None:
+    "Link the newest succeeded stage with `key` from the earlier runs into `run_dir`; its new manifest, or None."
+    for earlier in sorted((p for p in runs.iterdir() if p != run_dir), reverse=True) if runs.exists() else []:
+        m = read_manifest(earlier/stage.name)
+        if m.get('cache_key') != key or m.get('status') != 'succeeded': continue
+        out = run_dir/stage.name
+        _link_tree(earlier/stage.name, out)
+        moved = lambda recs: [r | dict(path=r['path'].replace(str(earlier), str(run_dir))) for r in recs]
+        write_atomic(out/'manifest.json', json.dumps(m | dict(inputs=moved(m.get('inputs', [])),
+                     outputs=moved(m.get('outputs', [])), ran=False, reused_from=earlier.name, started=_now(),
+                     ended=_now()), indent=2, default=str))
+        return read_manifest(out)
+    return None
+
 # %% ../nbs/13_pipeline.ipynb #e40fbbd1
-def _plan_run(run_dir:Path, stages, config, params, settings, resume:bool, example:bool) -> dict:
+def _plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bool, example:bool) -> dict:
     "The run's record: a new one, or the saved one of a resumed run with new overrides on top."
     if resume:
         if not (run_dir/'run.json').exists(): raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
@@ -143,12 +254,21 @@ def _plan_run(run_dir:Path, stages, config, params, settings, resume:bool, examp
         run['params'] |= params
         run['settings'] |= settings
         run['resumed'] = run.get('resumed', []) + [_now()]
-    else: run = dict(run_id=run_dir.name, created=_now(), stages=list(stages or STAGES), config=config,
-                     params=params, settings=config['settings'] | settings, example=example)
+    else:
+        stages, file_cfg = load_pipeline(pipeline)
+        if names and (bad := [n for n in names if n not in [s.name for s in stages]]):
+            raise KeyError(f"unknown stages {bad}; stages: {[s.name for s in stages]}")
+        stages = [s for s in stages if not names or s.name in names]
+        config = dict(config, params=file_cfg['params'] | config['params'],
+                      settings=file_cfg['settings'] | config['settings'])
+        run = dict(run_id=run_dir.name, created=_now(), pipeline=str(pipeline) if pipeline else None,
+                   stages=[asdict(s) | dict(notebook=str(s.notebook)) for s in stages], config=config, params=params,
+                   settings=config['settings'] | settings, example=example)
     get_settings(run['settings'])   # unknown settings and parameters fail here, before the run directory exists
+    stages = [Stage(s['name'], Path(s['notebook']), s['upstream']) for s in run['stages']]
     base = example_params(run_dir) if run.get('example') else {}
-    run['plan'] = job_plan(run['stages'], run['config'], run['params'], base)
-    if 'ingest' in run['stages'] and not run['plan']['ingest'].get('data'):
+    run['plan'] = job_plan(stages, run['config'], run['params'], base)
+    if 'ingest' in run['plan'] and not run['plan']['ingest'].get('data'):
         raise ValueError("no data: name it (-p data=FILE, or params.data in --config), or run the example (--example)")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir/'run.json', json.dumps(run, indent=2, default=str))
@@ -157,35 +277,45 @@ def _plan_run(run_dir:Path, stages, config, params, settings, resume:bool, examp
 # %% ../nbs/13_pipeline.ipynb #5d0101f4
 def _say(line:str): print(f'mlsys: {line}', file=sys.stderr, flush=True)
 
+def _run_one(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, force) -> str:
+    "Run or reuse one stage; how it went, in words."
+    key = keys[stage.name] = stage_key(stage, run['plan'][stage.name], job_settings(settings),
+                                       [keys[u] for u in stage.upstream if u in keys])
+    if 'all' not in force and stage.name not in force:
+        if (m := reuse(stage, key, run_dir, home_paths(settings).runs)) is not None:
+            return f"reused from {m['reused_from']}"
+    t0 = time.monotonic()
+    try: run_stage(stage, run_dir, run['plan'][stage.name], settings, cache_key=key)
+    except StageFailed:
+        _say(f"{stage.name}: failed after {time.monotonic() - t0:.1f} s")
+        raise
+    return f"ran, succeeded in {time.monotonic() - t0:.1f} s"
+
 def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
                  config:str|Path|None=None, # YAML job config
-                 stages:list[str]|None=None,# stages to run, in pipeline order; None: all
+                 stages:list[str]|None=None,# names of the stages to run, in pipeline order; None: all
                  settings:dict|None=None,   # settings overrides (`--set`)
                  resume:str|Path|None=None, # a run directory to continue
                  example:bool=False,        # run on the example table (`mlsys.example`)
+                 pipeline:str|Path|None=None, # a pipeline file; None: the built-in pipeline
+                 force=(),                  # stage names to run even when an earlier run could be reused, or 'all'
                 ) -> Path:
     "Run the stages into a run directory (new, or `resume`d); return it. Raise `StageFailed` at the first failure."
-    settings = settings or {}
-    if stages and (bad := [s for s in stages if s not in STAGES]):
-        raise KeyError(f"unknown stages {bad}; stages: {list(STAGES)}")
-    stages = [s for s in STAGES if s in stages] if stages else None
-    cfg = load_config(config)
+    settings, cfg = settings or {}, load_config(config)
     resolved = get_settings(cfg['settings'] | settings)
     run_dir = Path(resume).absolute() if resume else home_paths(resolved).runs/new_run_id()
-    run = _plan_run(run_dir, stages, cfg, params or {}, settings, bool(resume), example)
-    resolved = get_settings(run['settings'])
+    run = _plan_run(run_dir, pipeline, stages, cfg, params or {}, settings, bool(resume), example)
+    resolved, keys = get_settings(run['settings']), {}
     _say(f"run {run_dir}")
-    for stage in run['stages']:
-        if resume and read_manifest(run_dir/stage).get('status') == 'succeeded':
-            _say(f"{stage}: kept")
+    for s in run['stages']:
+        stage = Stage(s['name'], Path(s['notebook']), s['upstream'])
+        m = read_manifest(run_dir/stage.name)
+        if resume and m.get('status') == 'succeeded':
+            keys[stage.name] = m.get('cache_key')
+            _say(f"{stage.name}: kept")
             continue
-        t0 = time.monotonic()
-        _say(f"{stage}: running")
-        try: run_stage(stage, run_dir, run['plan'][stage], resolved)
-        except StageFailed:
-            _say(f"{stage}: failed after {time.monotonic() - t0:.1f} s")
-            raise
-        _say(f"{stage}: succeeded in {time.monotonic() - t0:.1f} s")
+        _say(f"{stage.name}: running")
+        _say(f"{stage.name}: {_run_one(stage, run, run_dir, resolved, keys, set(force))}")
     return run_dir
 
 # %% ../nbs/13_pipeline.ipynb #b94da8ec

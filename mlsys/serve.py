@@ -83,12 +83,14 @@ def read_json(body:bytes):
     "The JSON document of a request body: 400 when malformed, 422 when an object names a key twice."
     try: doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise RequestError(400, [_problem(None, None, f'malformed JSON: {_shown(str(e), 200)}')]) from None
+        raise RequestError(400, [_problem(None, None, f'malformed JSON: {str(e)[:200]}')]) from None
     if body.count(b':') > _members(doc):   # every member has its colon: only then can a key be repeated
         try: json.loads(body, object_pairs_hook=_unique_pairs)
         except _Repeated as e: raise RequestError(422, [_problem(None, e.args[0], 'key given twice in one object')])
         except RecursionError: raise RequestError(400, [_problem(None, None, 'JSON nested too deeply')])
     return doc
+
+_SHAPE = 'expected an object of columns, or {"records": [objects, ...]}'
 
 def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
                   max_records:int=1000, max_problems:int=20) -> tuple[dict, list[dict], bool]:
@@ -100,11 +102,10 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
         raise RequestError(422, [_problem(None, k, 'key beside "records" (a batch body has that key only)')
                                  for k in itertools.islice((k for k in doc if k != 'records'), max_problems)],
                            max(0, len(doc) - 1 - max_problems))
-    shape = RequestError(422, [_problem(None, None, 'expected an object of columns, or {"records": [objects, ...]}')])
-    if not isinstance(recs, list) or not recs: raise shape
+    if not isinstance(recs, list) or not recs: raise RequestError(422, [_problem(None, None, _SHAPE)])
     if len(recs) > max_records:
         raise RequestError(422, [_problem(None, None, f'{len(recs)} records, over the limit of {max_records}')])
-    if not all(isinstance(r, dict) for r in recs): raise shape
+    if not all(isinstance(r, dict) for r in recs): raise RequestError(422, [_problem(None, None, _SHAPE)])
     problems, count, cols = [], 0, {name: [] for name, _ in model.inputs}
     def bad(i, column, why):
         nonlocal count
@@ -157,8 +158,7 @@ class Server:
         self.registry = None if str(self.ref).endswith('.onnx') else Registry(home_paths(s).registry)
         self.name = self.registry.model_name(c.model_name) if self.registry else None
         self.max_body, self.extra, self.budget = c.max_body_bytes, c.extra_columns, c.time_budget_ms / 1e3
-        self.max_records, self.max_problems = c.max_records, c.max_problems
-        self.body_seconds = c.get('body_seconds', 10.0)
+        self.max_records, self.max_problems, self.body_seconds = c.max_records, c.max_problems, c.body_seconds
         self.api_key, self.rate, self.burst = c.api_key, c.rate_limit, c.rate_burst
         self.rollout, self.ready, self.load_error, self._loaded = Rollout(), False, None, {}
         self.log = PredictionLog(home_paths(s).prediction_log, durable=c.durable_log)
@@ -560,7 +560,7 @@ def _handle(self:Server, route:str, fn):
             status, body = e.status, dict(error='bad request', problems=e.problems)
             if e.more: body['more_problems'] = e.more
         except Exception as e:
-            status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {_shown(str(e), 200)}')
+            status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {str(e)[:200]}')
         if status == 429: headers = {'Retry-After': str(body['retry_after'])}
         elif status in (408, 413): headers = {'Connection': 'close'}
         self.metrics.requests.labels(route, str(status)).inc()

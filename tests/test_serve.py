@@ -3,10 +3,16 @@ import json, math, os, signal, socket, sqlite3, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import BIN, mlsys
+from mlsys.config import run_file
+from mlsys.example import example_table
 from mlsys.registry import Registry
+from mlsys.runtime import log_window
+from mlsys.serve import MAX_BUCKETS, Server
+from mlsys.train import TabularData
 
 EVIDENCE = dict(parity_passed=True, fairness_passed=True, latency_ms_batch1=0.2, roc_auc=0.8)
 JSON = {'Content-Type': 'application/json'}
@@ -227,8 +233,6 @@ def test_soak_then_sigterm_drains_in_flight_requests(tmp_path, exported):
 
 
 def test_score_command_quarantines_bad_rows(tmp_path, exported):
-    import polars as pl
-    from mlsys.example import example_table
     t = example_table().drop('churn').with_columns(pl.col('monthly_charges').cast(pl.String))
     t = t.with_columns(pl.when(pl.int_range(pl.len()) % 1000 == 7).then(pl.lit('n/a')).otherwise('monthly_charges').alias('monthly_charges'))
     t.write_parquet(tmp_path/'batch.parquet')
@@ -244,8 +248,6 @@ def test_score_command_quarantines_bad_rows(tmp_path, exported):
 
 def test_explain_by_raw_column_adds_up_to_the_served_score(tmp_path, exported):
     "A version registered with its checkpoint, spec and background: /v1/explain's contributions add up to the logit of /v1/predict."
-    from mlsys.config import run_file
-    from mlsys.train import TabularData
     run_dir = exported.parent
     dm = TabularData(run_dir)
     bg = dict(num=dm.tensors['train'][0][:30].tolist(), cat=dm.tensors['train'][1][:30].tolist())
@@ -365,7 +367,6 @@ def test_bearer_spacing_and_case_make_one_client(tmp_path, exported):
 
 def test_the_bucket_table_is_bounded(tmp_path, exported):
     "Item 3: three times MAX_BUCKETS addresses leave at most MAX_BUCKETS buckets, and the latest address keeps its own."
-    from mlsys.serve import MAX_BUCKETS, Server
     srv = Server({'paths.home': str(tmp_path/'home'), 'serve.rate_limit': '1', 'serve.rate_burst': '1'},
                  model=str(exported/'model.onnx'))
     try:
@@ -432,7 +433,6 @@ def test_other_origins_cannot_post_and_get_no_cors_answer(tmp_path, exported):
 
 def test_ids_are_unguessable_and_each_batch_record_is_labelled_by_its_own(tmp_path, exported):
     "Item 5: ids share no prefix and no step; a batch's records get <id>-<i>, logged so, each labelled; the latest label wins."
-    from mlsys.runtime import log_window
     reg = _registry(tmp_path/'registry', exported)
     s = Served(tmp_path/'home', reg.root)
     try:
@@ -511,11 +511,10 @@ def test_openapi_describes_every_route_with_its_schemas(tmp_path, exported):
 def test_schema_driven_fuzz_of_every_route_finds_no_5xx(tmp_path, exported):
     "Item 15: schemathesis, from the served document, on every route (valid and invalid data): no 5xx, only documented answers."
     import schemathesis
-    from hypothesis import HealthCheck as HC, settings as hs
     from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
                                      status_code_conformance)
     reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, api_key=KEY)
+    s = Served(tmp_path/'home', reg.root, api_key=KEY, env=dict(MLSYS_SERVE_ADMIN_KEY=KEY))   # admin reload too
     auth = {'X-API-Key': KEY}
     try:
         schema = schemathesis.openapi.from_dict(s.client.get('/openapi.json', headers=auth).json())
@@ -524,7 +523,7 @@ def test_schema_driven_fuzz_of_every_route_finds_no_5xx(tmp_path, exported):
         for result in schema.get_all_operations():
             op = result.ok()
             for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-                @hs(max_examples=40, deadline=None, suppress_health_check=list(HC), database=None)
+                @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
                 @given(case=op.as_strategy(generation_mode=mode))
                 def check(case):
                     r = case.call_and_validate(base_url=str(s.client.base_url), headers=auth, checks=checks)
@@ -532,8 +531,8 @@ def test_schema_driven_fuzz_of_every_route_finds_no_5xx(tmp_path, exported):
                 try: check()
                 except Exception as e:
                     if 'Unsatisfiable' not in type(e).__name__: raise
-        assert {label.split(' ')[1] for label in seen} >= {'/v1/predict', '/v1/explain', '/v1/feedback', '/healthz', '/readyz',
-                                                           '/metrics', '/openapi.json'}, seen
+        assert {label.split(' ')[1] for label in seen} == {'/v1/predict', '/v1/explain', '/v1/feedback', '/healthz', '/readyz',
+                                                           '/metrics', '/openapi.json', '/admin/reload'}, seen
         assert 200 in seen['POST /v1/predict'] and 422 in seen['POST /v1/predict'], seen
         assert s.client.post('/v1/predict', json=_record(s.client, auth), headers=auth).status_code == 200 and s.proc.poll() is None
     finally: s.stop()
