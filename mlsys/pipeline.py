@@ -18,7 +18,7 @@ from .example import example_params
 from .registry import Registry
 
 # %% auto #0
-__all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'notebook_parameters',
+__all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'read_notebook', 'notebook_parameters',
            'stage_parameters', 'load_pipeline', 'load_config', 'parse_assignments', 'parse_settings', 'job_plan',
            'is_job_cell', 'job_view', 'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs',
            'run_stage', 'stage_key', 'reuse', 'run_pipeline', 'retrain']
@@ -40,10 +40,20 @@ def stage_notebook(stage:str) -> Path:
     if stage not in STAGES: raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     return Path(resources.files(mlsys)/'nbs'/STAGES[stage])
 
+def read_notebook(path:Path) -> nbformat.NotebookNode:
+    "A notebook, with Python 3 as its kernel where it names none (papermill needs one; a new notebook may not say)."
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.setdefault('kernelspec', dict(name='python3', language='python', display_name='Python 3'))
+    nb.metadata.setdefault('language_info', dict(name='python'))
+    return nb
+
 def notebook_parameters(notebook:Path) -> dict:
-    "The parameters a notebook declares, with their defaults, read from its `parameters` cell."
+    "The parameters a notebook declares, with their defaults (as text), read from its `parameters` cell."
     import papermill as pm        # imported where used: the other commands start without it
-    return {k: v['default'] for k, v in pm.inspect_notebook(str(notebook)).items()}
+    nb = read_notebook(notebook)
+    with tempfile.TemporaryDirectory() as d:
+        nbformat.write(nb, Path(d)/'nb.ipynb')
+        return {k: v['default'] for k, v in pm.inspect_notebook(str(Path(d)/'nb.ipynb')).items()}
 
 def stage_parameters(stage:str) -> dict:
     "The parameters built-in `stage` declares."
@@ -197,11 +207,12 @@ def run_stage(stage:Stage,       # the stage
                     versions=environment_versions(), git_commit=_code_commit(), **record)
     error = None
     with tempfile.TemporaryDirectory() as d:
-        view = nbformat.write(job_view(nbformat.read(stage.notebook, as_version=4)), src := Path(d)/'job.ipynb')
+        nbformat.write(job_view(read_notebook(stage.notebook)), src := Path(d)/'job.ipynb')
         try: pm.execute_notebook(str(src), str(nb), cwd=str(out), progress_bar=sys.stderr.isatty(), parameters=given,
                                  kernel_name='python3', kernel_manager_class=IPCKernelManager)
         except BaseException as e: error = e
-    notebooks = [file_record(p, role) for p, role in ((nb, 'notebook'), (_render_html(nb), 'notebook_html')) if p]
+    reports = ((nb, 'notebook'), (_render_html(nb), 'notebook_html'))
+    notebooks = [file_record(p, role) for p, role in reports if p and p.exists()]
     m = update_manifest(out, outputs=notebooks, status='failed' if error else 'succeeded', ended=_now(),
                         error=_failure(stage.name, error) if error else None)
     if isinstance(error, Exception): raise StageFailed(m['error']) from error
@@ -218,7 +229,7 @@ def _content(value):
 
 def stage_key(stage:Stage, params:dict, settings:dict, upstream_keys:list[str]) -> str:
     "The stage's key: its job view, its parameters (files by content), its job settings and its upstream's keys."
-    view = job_view(nbformat.read(stage.notebook, as_version=4))
+    view = job_view(read_notebook(stage.notebook))
     code = [c.source for c in view.cells if c.cell_type == 'code']
     doc = dict(code=code, params=_content(params), settings=settings, upstream=upstream_keys)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
