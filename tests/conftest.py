@@ -1,5 +1,6 @@
-import os, subprocess, sys
+import os, signal, socket, subprocess, sys, time
 from pathlib import Path
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +31,49 @@ def mlsys(*args, cwd=None, env=None, exe=None):
     "Run the `mlsys` command; the completed process."
     return subprocess.run([str(exe or BIN/'mlsys'), *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env=env or os.environ.copy(), timeout=600)
+
+
+def free_port() -> int:
+    "A free TCP port on loopback."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def server_env(home, **extra) -> dict:
+    "A server's environment: no MLSYS_* from outside (but the settings file), its own home, fast reloads, `extra`."
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MLSYS_') or k == 'MLSYS_SETTINGS'}
+    env |= dict(MLSYS_PATHS_HOME=str(home), MLSYS_SERVE_RELOAD_SECONDS='0.2', MLSYS_TRACKING_MODE='disabled')
+    return env | {k: str(v) for k, v in extra.items()}
+
+
+class Served:
+    "A running `mlsys serve` process on loopback and a client for it."
+    def __init__(self, home, registry, wait_ready=True, env=None, **flags):
+        self.port, self.home = free_port(), Path(home)
+        args = [str(BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
+        for k, v in flags.items(): args += [f"--{k.replace('_', '-')}", str(v)]
+        self.proc = subprocess.Popen(args, env=server_env(home, **(env or {})), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.base = f'http://127.0.0.1:{self.port}'
+        self.client = httpx.Client(base_url=self.base, timeout=60)
+        self.wait(lambda: self.client.get('/healthz').status_code == 200)
+        if wait_ready: self.wait(lambda: self.client.get('/readyz').status_code == 200)
+
+    def wait(self, cond, timeout=60):
+        "Poll `cond` until it holds; fail if the server died."
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                if cond(): return
+            except httpx.TransportError: pass
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            time.sleep(0.05)
+        raise TimeoutError('condition not met')
+
+    def stop(self):
+        "SIGTERM, and wait for the drain (the prediction log is flushed on the way out)."
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(90)

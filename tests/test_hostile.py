@@ -4,6 +4,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
+from conftest import Served, free_port, server_env
 
 BIN = Path(sys.executable).parent
 KEY = 's3cret'
@@ -12,16 +13,9 @@ FAST = ['-p', 'max_epochs=2', '-p', 'trials=0', '-p', 'n_boot=20', '-p', 'explai
         '-p', 'mitigation=null']
 
 
-def _env(home, **extra) -> dict:
-    "The environment of a subprocess: no MLSYS_* settings from outside but its own home, no tracking, and `extra`."
-    env = {k: v for k, v in os.environ.items() if not k.startswith('MLSYS_') or k == 'MLSYS_SETTINGS'}
-    env |= dict(MLSYS_PATHS_HOME=str(home), MLSYS_TRACKING_MODE='disabled')
-    return env | {k: str(v) for k, v in extra.items()}
-
-
 def mlsys(*args, home, timeout=600, **env):
     "Run the `mlsys` command with its own home; the completed process."
-    return subprocess.run([str(BIN/'mlsys'), *map(str, args)], capture_output=True, text=True, env=_env(home, **env),
+    return subprocess.run([str(BIN/'mlsys'), *map(str, args)], capture_output=True, text=True, env=server_env(home, **env),
                           timeout=timeout)
 
 
@@ -56,39 +50,6 @@ def _history(home) -> list[dict]:
     r = mlsys('registry', 'history', 'churn', home=home)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def _port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-class Served:
-    "A running `mlsys serve` process on loopback and a client for it."
-    def __init__(self, home, registry, wait_ready=True, env=None, **flags):
-        self.port, self.home = _port(), Path(home)
-        args = [str(BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
-        for k, v in flags.items(): args += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(args, env=_env(home, **(env or {})), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.base = f'http://127.0.0.1:{self.port}'
-        self.client = httpx.Client(base_url=self.base, timeout=60)
-        self.wait(lambda: self.client.get('/healthz').status_code == 200)
-        if wait_ready: self.wait(lambda: self.client.get('/readyz').status_code == 200)
-
-    def wait(self, cond, timeout=60):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if cond(): return
-            except httpx.TransportError: pass
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            time.sleep(0.05)
-        raise TimeoutError('condition not met')
-
-    def stop(self):
-        "SIGTERM, and wait for the drain (the prediction log is flushed on the way out)."
-        self.client.close()
-        if self.proc.poll() is None: self.proc.send_signal(signal.SIGTERM); self.proc.wait(90)
 
 
 @pytest.fixture(scope='module')

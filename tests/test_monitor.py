@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import mlsys
+from conftest import Served, mlsys
 from mlsys.example import example_table, scenario
 from mlsys.monitor import drift_report, performance, reference_artifacts, reference_profile, Profile
 from mlsys.registry import Registry
@@ -90,7 +90,6 @@ def test_monitor_command_exit_status_tells_ok_drift_failure(home, tmp_path, spli
 
 def test_the_whole_loop(home, tmp_path, split, monkeypatch):
     "Pipeline, serving, shifted traffic with delayed labels, monitor with retrain: a new version gated; the server follows the registry; no request fails."
-    from test_serve import Served
     monkeypatch.setenv('MLSYS_GATES_MAX_DEMOGRAPHIC_PARITY_DIFFERENCE', '1')   # this organization reports fairness without gating it
     monkeypatch.setenv('MLSYS_GATES_MAX_EQUALIZED_ODDS_DIFFERENCE', '1')
     monkeypatch.setenv('MLSYS_TRACKING_MODE', 'disabled')

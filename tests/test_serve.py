@@ -6,7 +6,7 @@ import httpx
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from conftest import BIN, mlsys
+from conftest import BIN, Served, free_port, mlsys
 from mlsys.config import run_file
 from mlsys.example import example_table
 from mlsys.registry import Registry
@@ -30,37 +30,6 @@ def _registry(root, exported, promote=True):
     for f in ('model.fp32.onnx', 'model.int8-dynamic.onnx'): reg.register('churn', {'model': exported/f}, {}, EVIDENCE)
     if promote: reg.promote('churn', 1)
     return reg
-
-
-def _port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-class Served:
-    "A running `mlsys serve` process and a client for it."
-    def __init__(self, home, registry, wait_ready=True, **flags):
-        self.port, self.home = _port(), home
-        env = os.environ | dict(MLSYS_PATHS_HOME=str(home), MLSYS_SERVE_RELOAD_SECONDS='0.2') | {k: str(v) for k, v in flags.pop('env', {}).items()}
-        args = [str(BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
-        for k, v in flags.items(): args += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.client = httpx.Client(base_url=f'http://127.0.0.1:{self.port}', timeout=30)
-        self.wait(lambda: self.client.get('/healthz').status_code == 200)
-        if wait_ready: self.wait(lambda: self.client.get('/readyz').status_code == 200)
-
-    def wait(self, cond, timeout=60):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if cond(): return
-            except httpx.TransportError: pass
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            time.sleep(0.05)
-        raise TimeoutError('condition not met')
-
-    def stop(self):
-        self.client.close()
-        if self.proc.poll() is None: self.proc.send_signal(signal.SIGTERM); self.proc.wait(60)
 
 
 def _record(client, headers=None):
