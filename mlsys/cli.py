@@ -8,6 +8,7 @@ import argparse, json, os, sys
 from .config import Settings, get_settings, home_paths
 from .data import DataError
 from .monitor import run_monitor
+from .project import new_project
 from .pipeline import STAGES, StageFailed, parse_assignments, parse_settings, retrain, run_pipeline, stage_notebook
 from .registry import IntegrityError, Registry
 from .score import score_file
@@ -15,7 +16,7 @@ from .serve import SETTINGS_VARIABLE
 
 # %% auto #0
 __all__ = ['EXIT', 'FAILURES', 'SERVE_FLAGS', 'run_command', 'registry_command', 'serve_command', 'score_command',
-           'monitor_command', 'parser', 'main', 'cli']
+           'monitor_command', 'new_command', 'parser', 'main', 'cli']
 
 # %% ../nbs/15_cli.ipynb #1d9c1f5c
 EXIT = dict(ok=0, problem=1, failed=2, held=3)
@@ -101,6 +102,16 @@ def monitor_command(a) -> int:
     print(json.dumps(d, default=str))
     return EXIT['ok'] if d['status'] == 'ok' else EXIT['problem']
 
+# %% ../nbs/15_cli.ipynb #56231581
+def new_command(a) -> int:
+    "`mlsys new`: scaffold a project of the user's own; print its folder."
+    try: root = new_project(a.name, a.dir)
+    except FAILURES as e: return _fail(e)
+    print(root)
+    print(f"mlsys: made {root}; next, there: pip install -e \".[dev]\" && nbdev-export, then "
+          "mlsys run --pipeline pipeline.yml -p data=FILE -p target=COLUMN (its README.md says more)", file=sys.stderr)
+    return EXIT['ok']
+
 # %% ../nbs/15_cli.ipynb #b5923541
 def _common() -> argparse.ArgumentParser:
     "The options every subcommand takes."
@@ -174,12 +185,21 @@ def _serving_parsers(sub, common):
     m.add_argument('--policy', choices=['off', 'alert', 'retrain'], help='default: drift.policy in settings')
     m.set_defaults(func=monitor_command)
 
+# %% ../nbs/15_cli.ipynb #540b43ad
+def _new_parser(sub, common):
+    "`mlsys new`."
+    n = sub.add_parser('new', help='scaffold a project of your own: nbdev notebooks, a stage of yours, a pipeline file')
+    n.add_argument('name', help='the project: its folder and distribution; its package is the name in lower case, '
+                                'with _ for - and .')
+    n.add_argument('--dir', default='.', metavar='PARENT', help='the folder to make the project in (default: here)')
+    n.set_defaults(func=new_command)
+
 # %% ../nbs/15_cli.ipynb #72e926c1
 def parser() -> argparse.ArgumentParser:
     "The `mlsys` command line."
     p = argparse.ArgumentParser(prog='mlsys', description='Run mlsys jobs, and serve, score and monitor their models.')
     sub, common = p.add_subparsers(dest='command', required=True), _common()
-    for add in (_run_parser, _registry_parser, _serving_parsers): add(sub, common)
+    for add in (_run_parser, _registry_parser, _serving_parsers, _new_parser): add(sub, common)
     return p
 
 def main(argv:list[str]|None=None) -> int:

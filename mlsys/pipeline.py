@@ -177,8 +177,11 @@ def _failure(stage:str, e:BaseException) -> str:
 SECRETS = ('serve.api_key', 'serve.admin_key', 'drift.webhook')
 
 def job_settings(settings:Settings) -> dict:
-    "Resolved settings as a job receives them: every value, secrets blanked (no job needs them; runs keep files)."
-    return {s: {k: '' if f'{s}.{k}' in SECRETS else v for k, v in vals.items()} for s, vals in settings.items()}
+    "Resolved settings as a job receives them: secrets blanked (no job needs them; runs keep files), paths absolute."
+    job = {s: {k: '' if f'{s}.{k}' in SECRETS else v for k, v in vals.items()} for s, vals in settings.items()}
+    hp = home_paths(settings)     # a relative home is relative to where `mlsys` runs, not to the stage's folder
+    job['paths'] |= dict(home=str(hp.home), registry=str(hp.registry))
+    return job
 
 # %% ../nbs/13_pipeline.ipynb #41c83858
 REPORTS = ('notebook', 'notebook_html')

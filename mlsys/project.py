@@ -42,9 +42,8 @@ def parse_cells(text:str) -> list[tuple[str, str, list[str]]]:
     return [(k, src.strip('\n'), tags.split()) for k, tags, src in zip(parts[1::3], parts[2::3], parts[3::3])]
 
 def notebook(text:str, # cells as text (see `parse_cells`)
-             **values, # `{key}` replacements in every cell
-            ) -> nbformat.NotebookNode:
-    "A valid notebook of the cells in `text`, filled with `values`; a cell's id hashes its place and source."
+             **values) -> nbformat.NotebookNode:
+    "A valid notebook of the cells in `text` with each `{key}` of `values` filled in; ids hash place and source."
     nb = nbformat.v4.new_notebook(metadata=dict(kernelspec=KERNEL))
     for i, (kind, src, tags) in enumerate(parse_cells(_fill(text, **values))):
         make = nbformat.v4.new_code_cell if kind == 'py' else nbformat.v4.new_markdown_cell
@@ -172,13 +171,16 @@ test_eq(len(m['outputs'][0]['sha256']), 64)
 
 Run by `mlsys run --pipeline pipeline.yml`, this section is the job: the runner injects `upstream` (the files the
 evaluate stage recorded, by role), `out` (this stage's folder) and `settings`, runs the `parameters` cell and the
-cells marked `#| job`, and keeps the executed notebook beside `report.md` as the job's record. Job cells import
-what they use from the package: after editing an exported cell, run `nbdev-export`.
+cells marked `#| job`, and keeps the executed notebook beside `report.md` as the job's record. The job imports what
+it uses from the package (after editing an exported cell, run `nbdev-export`), in a cell of its own: nbdev's docs
+build runs every cell that imports, and the cells that do the work need the parameters only a run gives.
 %% py
 #| job
 import tempfile
 from IPython.display import Markdown
 from {pkg}.report import write_report
+%% py
+#| job
 out = out or tempfile.mkdtemp()
 report = write_report(upstream['evaluate']['evaluation'], out, title)
 Markdown(report.read_text())
@@ -213,8 +215,8 @@ tracking files stay in `.mlsys/` (see `settings.ini`).
 - **After editing a notebook**: `nbdev-export` (the package), `nbdev-test` (every notebook, as tests), `pytest`.
 - **A stage of your own**: copy `nbs/01_report.ipynb` and keep its shape: a `parameters` cell (`upstream`, `out`,
   `run_dir`, `settings` and your own parameters), exported functions with their examples, and a `## The job`
-  section whose code cells start with `#| job`, import what they use, and record what they write with
-  `mlsys.config.record_outputs(out, role=path)`. Then list it in `pipeline.yml`.
+  section whose code cells start with `#| job`, import what they use (in a cell of imports only), and record what
+  they write with `mlsys.config.record_outputs(out, role=path)`. Then list it in `pipeline.yml`.
 - **A built-in stage swapped**: `- {name: train, notebook: nbs/02_train.ipynb}` in `pipeline.yml`, with a notebook
   that writes the files the built-in stage writes, where `mlsys.config.stage_file(out, role)` puts them
   (`mlsys stages` lists the built-in stages; `mlsys.config.RUN_FILES` their files by role).

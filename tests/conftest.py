@@ -1,5 +1,6 @@
-import os, signal, socket, subprocess, sys, time
+import os, signal, socket, subprocess, sys, time, venv
 from pathlib import Path
+from types import SimpleNamespace
 import httpx
 import pytest
 
@@ -25,6 +26,20 @@ def example_model(tmp_path_factory):
     from mlsys.train import run_train
     return example_run(run_ingest, run_features, run_train, run_export, run_dir=tmp_path_factory.mktemp('example-run'),
                        max_epochs=2, trials=0, search={}, repeats=10, settings={'tracking.mode': 'disabled'})
+
+
+@pytest.fixture(scope='session')
+def wheel_venv(tmp_path_factory):
+    "The mlsys wheel built from this checkout, and a new virtual environment with it, nbdev and pytest installed."
+    tmp = tmp_path_factory.mktemp('wheel')
+    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp/'dist'), str(ROOT)], check=True,
+                   capture_output=True, timeout=600)
+    wheel = next((tmp/'dist').glob('mlsys-*.whl'))
+    venv.create(tmp/'venv', with_pip=True)
+    r = subprocess.run([str(tmp/'venv'/'bin'/'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT/'constraints.txt'),
+                        str(wheel), 'nbdev>=3.3', 'pytest>=8'], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return SimpleNamespace(wheel=wheel, venv=tmp/'venv', bin=tmp/'venv'/'bin')
 
 
 def mlsys(*args, cwd=None, env=None, exe=None):

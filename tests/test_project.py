@@ -1,7 +1,6 @@
 "`mlsys new`: a new project exports, passes its notebooks and its tests, and runs its pipeline, from the built wheel."
-import json, os, subprocess, sys, venv
+import json, os, subprocess, sys
 from pathlib import Path
-from types import SimpleNamespace
 import pytest
 from conftest import BIN, ROOT
 from mlsys.config import sha256_file
@@ -10,20 +9,6 @@ from mlsys.project import new_project
 
 FAST = dict(max_epochs=1, trials=0, n_boot=20, explain_rows=20, background_rows=10, mitigation='null',
             sensitive_columns='[female]')
-
-
-@pytest.fixture(scope='module')
-def wheel_venv(tmp_path_factory):
-    "The mlsys wheel built from this checkout, and a new virtual environment with it, nbdev and pytest installed."
-    tmp = tmp_path_factory.mktemp('wheel')
-    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp/'dist'), str(ROOT)], check=True,
-                   capture_output=True, timeout=600)
-    wheel = next((tmp/'dist').glob('mlsys-*.whl'))
-    venv.create(tmp/'venv', with_pip=True)
-    r = subprocess.run([str(tmp/'venv'/'bin'/'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT/'constraints.txt'),
-                        str(wheel), 'nbdev>=3.3', 'pytest>=8'], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return SimpleNamespace(wheel=wheel, venv=tmp/'venv', bin=tmp/'venv'/'bin')
 
 
 def _env(bin_dir:Path) -> dict:
