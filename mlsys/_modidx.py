@@ -247,6 +247,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                               'mlsys/pipeline.py'),
                                 'mlsys.pipeline.Stage': ('pipeline.html#stage', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline.StageFailed': ('pipeline.html#stagefailed', 'mlsys/pipeline.py'),
+                                'mlsys.pipeline._absolute': ('pipeline.html#_absolute', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline._code_commit': ('pipeline.html#_code_commit', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline._content': ('pipeline.html#_content', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline._declared_upstream': ('pipeline.html#_declared_upstream', 'mlsys/pipeline.py'),

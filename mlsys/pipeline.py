@@ -260,6 +260,12 @@ def reuse(stage:Stage, key:str, run_dir:Path, runs:Path) -> dict|None:
     return None
 
 # %% ../nbs/13_pipeline.ipynb #e40fbbd1
+def _absolute(value):
+    "A parameter naming a file or folder that exists relative to here, as an absolute path (a job runs elsewhere)."
+    if isinstance(value, str) and 0 < len(value) < 4096 and not Path(value).is_absolute() and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
 def _plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bool, example:bool) -> dict:
     "The run's record: a new one, or the saved one of a resumed run with new overrides on top."
     if resume:
@@ -281,7 +287,8 @@ def _plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bo
     get_settings(run['settings'])   # unknown settings and parameters fail here, before the run directory exists
     stages = [Stage(s['name'], Path(s['notebook']), s['upstream']) for s in run['stages']]
     base = example_params(run_dir) if run.get('example') else {}
-    run['plan'] = job_plan(stages, run['config'], run['params'], base)
+    plan = job_plan(stages, run['config'], run['params'], base)
+    run['plan'] = {s: {k: _absolute(v) for k, v in ps.items()} for s, ps in plan.items()}
     if 'ingest' in run['plan'] and not run['plan']['ingest'].get('data'):
         raise ValueError("no data: name it (-p data=FILE, or params.data in --config), or run the example (--example)")
     run_dir.mkdir(parents=True, exist_ok=True)
