@@ -338,7 +338,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mlsys.runtime.session': ('runtime.html#session', 'mlsys/runtime.py')},
             'mlsys.score': { 'mlsys.score._batches': ('score.html#_batches', 'mlsys/score.py'),
                              'mlsys.score._into_place': ('score.html#_into_place', 'mlsys/score.py'),
-                             'mlsys.score._score_chunk': ('score.html#_score_chunk', 'mlsys/score.py'),
+                             'mlsys.score.score_chunk': ('score.html#score_chunk', 'mlsys/score.py'),
                              'mlsys.score.score_file': ('score.html#score_file', 'mlsys/score.py')},
             'mlsys.serve': { 'mlsys.serve.RequestError': ('serve.html#requesterror', 'mlsys/serve.py'),
                              'mlsys.serve.RequestError.__init__': ('serve.html#requesterror.__init__', 'mlsys/serve.py'),

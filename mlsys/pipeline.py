@@ -306,6 +306,7 @@ def _run_one(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, 
         if (m := reuse(stage, key, run_dir, home_paths(settings).runs)) is not None:
             return f"reused from {m['reused_from']}"
     t0 = time.monotonic()
+    _say(f"{stage.name}: running")
     try: run_stage(stage, run_dir, run['plan'][stage.name], settings, cache_key=key)
     except StageFailed:
         _say(f"{stage.name}: failed after {time.monotonic() - t0:.1f} s")
@@ -335,7 +336,6 @@ def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
             keys[stage.name] = m.get('cache_key')
             _say(f"{stage.name}: kept")
             continue
-        _say(f"{stage.name}: running")
         _say(f"{stage.name}: {_run_one(stage, run, run_dir, resolved, keys, set(force))}")
     return run_dir
 

@@ -15,7 +15,7 @@ from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
 # %% auto #0
-__all__ = ['score_file']
+__all__ = ['score_chunk', 'score_file']
 
 # %% ../nbs/10_score.ipynb #262fb430
 def _batches(path:Path, rows:int):
@@ -23,7 +23,12 @@ def _batches(path:Path, rows:int):
     lf = pl.scan_csv(path, infer_schema=False) if path.suffix.lower() == '.csv' else pl.scan_parquet(path)
     return lf.collect_batches(chunk_size=rows)
 
-def _score_chunk(m:LoadedModel, c, key:str|None, chunk:pl.DataFrame, offset:int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def score_chunk(m:LoadedModel,          # the model
+                c,                      # its scoring contract
+                key:str|None,           # the id column, kept in the predictions
+                chunk:pl.DataFrame,     # rows as read
+                offset:int,             # the chunk's first row in the file
+               ) -> tuple[pl.DataFrame, pl.DataFrame]:
     "One chunk's predictions and quarantine, row positions counted from the file's start."
     res = validate(chunk, c, max_quarantine_fraction=1.0)
     acc = res.accepted.with_columns(pl.col('_row') + offset)
@@ -63,7 +68,7 @@ def score_file(data:Path|str,             # CSV or parquet file to score
     try:
         counts, offset = dict(scored=0, quarantined=0), 0
         for i, chunk in enumerate(_batches(data, chunk_rows)):
-            preds, quarantine = _score_chunk(m, c, key, chunk, offset)
+            preds, quarantine = score_chunk(m, c, key, chunk, offset)
             write_parquet_atomic(preds, tmp/'predictions'/f'part-{i:05d}.parquet')
             write_parquet_atomic(quarantine, tmp/'quarantine'/f'part-{i:05d}.parquet')
             counts['scored'] += preds.height

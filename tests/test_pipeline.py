@@ -41,7 +41,7 @@ def test_run_writes_outputs_notebooks_and_manifest(tmp_path, monkeypatch):
     assert r.returncode == 0, r.stderr
     run_dir = Path(r.stdout.strip().splitlines()[-1])
     assert run_dir.parent == home/'runs' and (run_dir/'run.json').exists()
-    assert str(run_dir) in r.stderr.splitlines()[0] and 'register: succeeded' in r.stderr     # a run that talks
+    assert str(run_dir) in r.stderr.splitlines()[0] and 'register: ran, succeeded' in r.stderr   # a run that talks
     assert not (tmp_path/'user'/'.mlsys').exists()                       # nothing under the default home
     assert (home/'registry'/'registry.sqlite').exists() and any((home/'tracking').rglob('*'))
     m = _manifest(run_dir)
