@@ -127,8 +127,10 @@ def _run_parser(sub, common):
     r.add_argument('--stages', help=f"comma-separated subset of: {','.join(STAGES)}")
     r.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its first stage that did not succeed')
     r.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
-    r.add_argument('--pipeline', metavar='FILE', help='a pipeline file (YAML): built-in stages and notebooks of your own')
-    r.add_argument('--force', metavar='STAGE[,STAGE]', help="run these stages even if an earlier run can be reused ('all')")
+    r.add_argument('--pipeline', metavar='FILE',
+                   help='a pipeline file (YAML): built-in stages and notebooks of your own')
+    r.add_argument('--force', metavar='STAGE[,STAGE]',
+                   help="run these stages even if an earlier run can be reused ('all')")
     r.set_defaults(func=run_command)
     s = sub.add_parser('stages', parents=[common], help='list the stages and their notebooks')
     s.set_defaults(func=lambda a: print('\n'.join(f'{k}\t{stage_notebook(k)}' for k in STAGES)) or EXIT['ok'])

@@ -69,7 +69,8 @@ def load_pipeline(path:str|Path|None=None, # a pipeline file; None: the built-in
                  ) -> tuple[list[Stage], dict]:
     "The stages of a pipeline file (or the built-in ones), upstream resolved; and its `params` and `settings`."
     doc = yaml.safe_load(Path(path).read_text()) if path else dict(stages=list(STAGES))
-    if not isinstance(doc, dict) or not isinstance(doc.get('stages'), list) or set(doc) - {'stages', 'params', 'settings'}:
+    shape_ok = isinstance(doc, dict) and isinstance(doc.get('stages'), list)
+    if not shape_ok or set(doc) - {'stages', 'params', 'settings'}:
         raise ValueError(f"{path}: a pipeline file has a `stages` list, and optional `params` and `settings`")
     stages, root = [], Path(path).parent if path else None
     for item in doc['stages']:
@@ -188,8 +189,8 @@ REPORTS = ('notebook', 'notebook_html')
 
 def upstream_outputs(run_dir:Path, stage:Stage) -> dict[str, dict[str, str]]:
     "What each upstream stage of `stage` recorded, by role (its executed notebook aside)."
-    return {u: {o['role']: o['path'] for o in read_manifest(Path(run_dir)/u).get('outputs', []) if o['role'] not in REPORTS}
-            for u in stage.upstream}
+    recorded = lambda u: read_manifest(Path(run_dir)/u).get('outputs', [])
+    return {u: {o['role']: o['path'] for o in recorded(u) if o['role'] not in REPORTS} for u in stage.upstream}
 
 # %% ../nbs/13_pipeline.ipynb #1e09670f
 def run_stage(stage:Stage,       # the stage
@@ -204,7 +205,8 @@ def run_stage(stage:Stage,       # the stage
     nb, job, ups = out/'notebook.ipynb', job_settings(settings), upstream_outputs(run_dir, stage)
     given = params | dict(settings=job, out=str(out), run_dir=str(run_dir))
     if 'upstream' in notebook_parameters(stage.notebook): given['upstream'] = ups
-    inputs = [file_record(p, f'{u}.{role}') for u, files in ups.items() for role, p in files.items() if Path(p).exists()]
+    inputs = [file_record(p, f'{u}.{role}') for u, files in ups.items() for role, p in files.items()
+              if Path(p).exists()]
     update_manifest(out, inputs=inputs, stage=stage.name, notebook=str(stage.notebook), parameters=params, settings=job,
                     status='running', started=_now(), ended=None, error=None, ran=True, reused_from=None,
                     versions=environment_versions(), git_commit=_code_commit(), **record)
