@@ -233,10 +233,11 @@ def _content(value):
     return value
 
 def stage_key(stage:Stage, params:dict, settings:dict, upstream_keys:list[str]) -> str:
-    "The stage's key: its job view, its parameters (files by content), its job settings and its upstream's keys."
+    "The stage's key: its job view, parameters (files by content), job settings, mlsys's code and upstream's keys."
     view = job_view(read_notebook(stage.notebook))
     code = [c.source for c in view.cells if c.cell_type == 'code']
-    doc = dict(code=code, params=_content(params), settings=settings, upstream=upstream_keys)
+    mlsys_code = dict(version=environment_versions()['mlsys'], commit=_code_commit())   # the library the job calls
+    doc = dict(code=code, params=_content(params), settings=settings, upstream=upstream_keys, mlsys=mlsys_code)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 # %% ../nbs/13_pipeline.ipynb #4c13f775
