@@ -1,5 +1,5 @@
 "Hostile input, crashes and bad data (issue 15) through the command line and HTTP; the server-only items 1-4 are in test_serve."
-import json, os, shutil, signal, socket, sqlite3, subprocess, sys, threading, time
+import json, os, shutil, signal, sqlite3, subprocess, sys, time
 from pathlib import Path
 import httpx
 import polars as pl
@@ -7,7 +7,6 @@ import pytest
 from conftest import Served, free_port, server_env
 
 BIN = Path(sys.executable).parent
-KEY = 's3cret'
 SENSITIVE = ('female', 'senior_citizen')
 FAST = ['-p', 'max_epochs=2', '-p', 'trials=0', '-p', 'n_boot=20', '-p', 'explain_rows=20', '-p', 'background_rows=10',
         '-p', 'mitigation=null']
