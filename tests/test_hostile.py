@@ -1,10 +1,9 @@
 "Hostile input, crashes and bad data (issue 15) through the command line and HTTP; the server-only items 1-4 are in test_serve."
 import json, os, shutil, signal, sqlite3, subprocess, sys, time
 from pathlib import Path
-import httpx
 import polars as pl
 import pytest
-from conftest import Served, free_port, server_env
+from conftest import Served, server_env
 
 BIN = Path(sys.executable).parent
 SENSITIVE = ('female', 'senior_citizen')
