@@ -1,5 +1,5 @@
 "Hostile input, crashes and bad data (issue 15) through the command line and HTTP; the server-only items 1-4 are in test_serve."
-import json, os, shutil, signal, sqlite3, subprocess, sys, time
+import json, shutil, signal, sqlite3, subprocess, sys, time
 from pathlib import Path
 import polars as pl
 import pytest
