@@ -204,9 +204,10 @@ def run_stage(stage:Stage,       # the stage
     out.mkdir(parents=True, exist_ok=True)
     nb, job, ups = out/'notebook.ipynb', job_settings(settings), upstream_outputs(run_dir, stage)
     given = params | dict(settings=job, out=str(out), run_dir=str(run_dir))
-    if 'upstream' in notebook_parameters(stage.notebook): given['upstream'] = ups
+    injected = 'upstream' in notebook_parameters(stage.notebook)   # built-in stages read the run directory
+    if injected: given['upstream'] = ups
     inputs = [file_record(p, f'{u}.{role}') for u, files in ups.items() for role, p in files.items()
-              if Path(p).exists()]
+              if injected and Path(p).exists()]
     update_manifest(out, inputs=inputs, stage=stage.name, notebook=str(stage.notebook), parameters=params, settings=job,
                     status='running', started=_now(), ended=None, error=None, ran=True, reused_from=None,
                     versions=environment_versions(), git_commit=_code_commit(), **record)
