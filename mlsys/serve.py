@@ -156,7 +156,7 @@ class Server:
         self.settings = s = get_settings(settings); self.cfg = c = s.serve
         self.ref = model or c.model
         self.registry = None if str(self.ref).endswith('.onnx') else Registry(home_paths(s).registry)
-        self.name = self.registry.model_name(c.model_name) if self.registry else None
+        self.name = None   # resolved at the first load: an empty registry leaves the server alive, not ready
         self.max_body, self.extra, self.budget = c.max_body_bytes, c.extra_columns, c.time_budget_ms / 1e3
         self.max_records, self.max_problems, self.body_seconds = c.max_records, c.max_problems, c.body_seconds
         self.api_key, self.rate, self.burst = c.api_key, c.rate_limit, c.rate_burst
@@ -171,6 +171,7 @@ class Server:
 def _model(self:Server, ref) -> LoadedModel|None:
     "The model `ref` names, loaded and warmed up (reused while its version is unchanged); None for no ref."
     if ref in (None, '', 'none'): return None
+    if self.registry and self.name is None: self.name = self.registry.model_name(self.cfg.model_name)
     if ref == 'previous': ref = str(self.registry.previous(self.name, self.ref))
     data, version = model_source(ref, self.name, self.registry, self._loaded)
     if (m := self._loaded.get(version)) is None:

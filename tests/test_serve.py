@@ -505,3 +505,14 @@ def test_schema_driven_fuzz_of_every_route_finds_no_5xx(tmp_path, exported):
         assert 200 in seen['POST /v1/predict'] and 422 in seen['POST /v1/predict'], seen
         assert s.client.post('/v1/predict', json=_record(s.client, auth), headers=auth).status_code == 200 and s.proc.poll() is None
     finally: s.stop()
+
+
+def test_an_empty_registry_leaves_the_server_alive_and_not_ready(tmp_path, exported):
+    "No model registered yet: alive, not ready; once one is registered and promoted, ready without a restart."
+    reg = Registry(tmp_path/'registry')
+    s = Served(tmp_path/'home', reg.root, wait_ready=False)
+    try:
+        assert s.client.get('/healthz').status_code == 200 and s.client.get('/readyz').status_code == 503
+        _registry(reg.root, exported)
+        s.wait(lambda: s.client.get('/readyz').status_code == 200)
+    finally: s.stop()
