@@ -182,12 +182,18 @@ def _files(folder) -> list:
     return sorted((p.relative_to(folder), p.read_bytes()) for p in Path(folder).rglob('*') if p.is_file())
 
 
-def test_score_refuses_a_non_empty_output_folder(built, tmp_path):
-    "Item 10: a second `mlsys score` into a used folder is refused (non-zero exit, one line) and leaves it as it was."
+def _scored_once(built, tmp_path) -> Path:
+    "Two batches written, the first scored into `out`; the home used."
     home = tmp_path/'home'
     built['table'].head(80).drop('churn').write_parquet(tmp_path/'first.parquet')
     built['table'].slice(100, 50).drop('churn').write_parquet(tmp_path/'second.parquet')
     assert _score(built, tmp_path/'first.parquet', tmp_path/'out', '--chunk-rows', 10, home=home).returncode == 0
+    return home
+
+
+def test_score_refuses_a_non_empty_output_folder(built, tmp_path):
+    "Item 10: a second `mlsys score` into a used folder is refused (non-zero exit, one line) and leaves it as it was."
+    home = _scored_once(built, tmp_path)
     before = _files(tmp_path/'out')
     r = _score(built, tmp_path/'second.parquet', tmp_path/'out', home=home)
     assert r.returncode != 0 and r.stderr.strip().count('\n') == 0, (r.returncode, r.stdout, r.stderr)
@@ -196,10 +202,7 @@ def test_score_refuses_a_non_empty_output_folder(built, tmp_path):
 
 def test_score_overwrite_replaces_the_earlier_result(built, tmp_path):
     "Item 10: told to overwrite (`--overwrite`, the flag the issue implies), the folder holds only the new run's rows."
-    home = tmp_path/'home'
-    built['table'].head(80).drop('churn').write_parquet(tmp_path/'first.parquet')
-    built['table'].slice(100, 50).drop('churn').write_parquet(tmp_path/'second.parquet')
-    assert _score(built, tmp_path/'first.parquet', tmp_path/'out', '--chunk-rows', 10, home=home).returncode == 0
+    home = _scored_once(built, tmp_path)
     r = _score(built, tmp_path/'second.parquet', tmp_path/'out', '--overwrite', home=home)
     assert r.returncode == 0, r.stderr
     rows = lambda part: pl.read_parquet(tmp_path/'out'/part).height if (tmp_path/'out'/part).exists() else 0
