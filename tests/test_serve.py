@@ -2,6 +2,7 @@
 import json, math, os, signal, socket, sqlite3, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from contextlib import contextmanager
 import httpx
 import polars as pl
 import pytest
@@ -30,6 +31,15 @@ def _registry(root, exported, promote=True):
     for f in ('model.fp32.onnx', 'model.int8-dynamic.onnx'): reg.register('churn', {'model': exported/f}, {}, EVIDENCE)
     if promote: reg.promote('churn', 1)
     return reg
+
+
+@contextmanager
+def _serving(tmp_path, exported, **flags):
+    "A registry with two versions (1 in production) served by a real `mlsys serve`; stopped afterwards."
+    reg = _registry(tmp_path/'registry', exported)
+    s = Served(tmp_path/'home', reg.root, **flags)
+    try: yield s, reg
+    finally: s.stop()
 
 
 def _record(client, headers=None):
@@ -80,22 +90,17 @@ def test_promotions_under_traffic_fail_no_request(tmp_path, exported):
 
 
 def test_canary_share_within_binomial_interval_and_sticky(tmp_path, exported):
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, candidate=2, canary_share=0.2)
-    try:
+    with _serving(tmp_path, exported, candidate=2, canary_share=0.2) as (s, reg):
         rec, n = _record(s.client), 1500
         versions = [s.client.post('/v1/predict', json=rec, headers={'X-Request-Key': f'customer-{i}'}).json()['model_version'] for i in range(n)]
         share = versions.count('churn:2') / n
         assert abs(share - 0.2) < 3 * math.sqrt(0.2 * 0.8 / n), share
         again = [s.client.post('/v1/predict', json=rec, headers={'X-Request-Key': f'customer-{i}'}).json()['model_version'] for i in range(50)]
         assert again == versions[:50]                                     # one key always meets the same version
-    finally: s.stop()
 
 
 def test_shadow_scores_copies_off_the_path_and_fallback_answers_degraded(tmp_path, exported):
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, candidate=2, shadow='true')
-    try:
+    with _serving(tmp_path, exported, candidate=2, shadow='true') as (s, reg):
         rec = _record(s.client)
         ids = [s.client.post('/v1/predict', json=rec).json() for _ in range(20)]
         assert {r['model_version'] for r in ids} == {'churn:1'} and not any(r['degraded'] for r in ids)
@@ -103,7 +108,6 @@ def test_shadow_scores_copies_off_the_path_and_fallback_answers_degraded(tmp_pat
         def logged():
             with sqlite3.connect(db) as c: return dict(c.execute('SELECT role, COUNT(DISTINCT request_id) FROM predictions GROUP BY role').fetchall())
         s.wait(lambda: logged() == {'primary': 20, 'shadow': 20})
-    finally: s.stop()
     s = Served(tmp_path/'home2', reg.root, fallback=2, env=dict(MLSYS_SERVE_TIME_BUDGET_MS='0.0001'))   # the primary can never make it
     try:
         r = s.client.post('/v1/predict', json=_record(s.client)).json()
@@ -113,9 +117,7 @@ def test_shadow_scores_copies_off_the_path_and_fallback_answers_degraded(tmp_pat
 
 
 def test_api_key_and_rate_limit(tmp_path, exported):
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, api_key='s3cret', env=dict(MLSYS_SERVE_RATE_LIMIT='5', MLSYS_SERVE_RATE_BURST='5'))
-    try:
+    with _serving(tmp_path, exported, api_key='s3cret', env=dict(MLSYS_SERVE_RATE_LIMIT='5', MLSYS_SERVE_RATE_BURST='5')) as (s, reg):
         assert s.client.post('/v1/predict', json={}).status_code == 401
         assert s.client.post('/v1/predict', json={}, headers={'X-API-Key': 'wrong'}).status_code == 401
         h = {'Authorization': 'Bearer s3cret'}
@@ -124,7 +126,6 @@ def test_api_key_and_rate_limit(tmp_path, exported):
         assert [c.status_code for c in codes[:4]] == [200] * 4 and codes[-1].status_code == 429   # + /openapi.json: 5
         assert int(codes[-1].headers['Retry-After']) >= 1
         assert s.client.post('/admin/reload').status_code == 404                 # no admin key: admin routes off
-    finally: s.stop()
 
 
 def _mutations(rec):
@@ -153,9 +154,7 @@ def _hostile(rec):
 
 
 def test_no_input_makes_a_5xx_or_kills_the_server(tmp_path, exported):
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         rec = _record(s.client)
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
         @given(_mutations(rec))
@@ -168,7 +167,6 @@ def test_no_input_makes_a_5xx_or_kills_the_server(tmp_path, exported):
             r = s.client.post('/v1/predict', content=body, headers=JSON)
             assert 400 <= r.status_code < 500 and len(r.content) < 64_000, (body[:80], r.status_code, len(r.content))
         assert s.client.post('/v1/predict', json=rec).status_code == 200 and s.proc.poll() is None
-    finally: s.stop()
 
 
 def test_soak_then_sigterm_drains_in_flight_requests(tmp_path, exported):
@@ -272,9 +270,7 @@ def test_many_empty_records_neither_amplify_nor_block_the_server(tmp_path, expor
     "Item 2: 349,000 empty records (<1 MB) get a small 422; a concurrent /healthz stays under 2 s (only a blocked loop breaks that)."
     body = b'{"records":[' + b','.join([b'{}'] * 349_000) + b']}'
     assert len(body) < 1_048_576                                        # under the default body limit
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         res, waits = {}, []
         def big():
             for _ in range(3): res.setdefault('r', []).append(httpx.post(f'{s.client.base_url}/v1/predict', content=body,
@@ -289,14 +285,11 @@ def test_many_empty_records_neither_amplify_nor_block_the_server(tmp_path, expor
             assert r.status_code == 422 and len(r.content) < 2_000, (r.status_code, len(r.content))
             assert 'over the limit of 1000' in r.json()['problems'][0]['problem']
         assert max(waits) < 2.0, f'/healthz waited {max(waits):.2f} s behind the big body'
-    finally: s.stop()
 
 
 def test_a_422_lists_a_bounded_number_of_problems_and_quotes_values_briefly(tmp_path, exported):
     "Item 2: serve.max_problems problems listed and the rest counted; a 1 MB value or column name quoted in ~64 characters."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, env=dict(MLSYS_SERVE_MAX_PROBLEMS=5, MLSYS_SERVE_MAX_RECORDS=60))
-    try:
+    with _serving(tmp_path, exported, env=dict(MLSYS_SERVE_MAX_PROBLEMS=5, MLSYS_SERVE_MAX_RECORDS=60)) as (s, reg):
         rec = _record(s.client)
         r = _post(s, json.dumps({'records': [{}] * 50}).encode()).json()
         assert len(r['problems']) == 5 and r['more_problems'] == 50 * len(rec) - 5
@@ -305,33 +298,26 @@ def test_a_422_lists_a_bounded_number_of_problems_and_quotes_values_briefly(tmp_
         for bad in (rec | {'contract': 'A' * 1_000_000}, rec | {'B' * 1_000_000: 1}):
             r = _post(s, json.dumps(bad).encode())
             assert r.status_code == 422 and len(r.content) < 1_000, (r.status_code, len(r.content))
-    finally: s.stop()
 
 
 def test_wrong_keys_are_limited_per_address_before_the_key_is_checked(tmp_path, exported):
     "Item 3: 40 wrong keys from one address: 429 soon, then even for the right key; another address is not held up."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, api_key=KEY)
-    try:
+    with _serving(tmp_path, exported, api_key=KEY) as (s, reg):
         rec = _record(s.client, {'X-API-Key': KEY})
         codes = [s.client.post('/v1/predict', json=rec, headers={'X-API-Key': f'guess-{i}'}).status_code for i in range(40)]
         assert codes.count(401) <= 12 and codes[-1] == 429, codes
         assert s.client.post('/v1/predict', json=rec, headers={'X-API-Key': KEY}).status_code == 429
         other = httpx.Client(base_url=s.client.base_url, transport=httpx.HTTPTransport(local_address='127.0.0.2'))
         with other: assert other.post('/v1/predict', json=rec, headers={'X-API-Key': KEY}).status_code == 200
-    finally: s.stop()
 
 
 def test_bearer_spacing_and_case_make_one_client(tmp_path, exported):
     "Item 3: 'Bearer' with 1-20 spaces, in any case, is one client at 5/s (burst 5): at most the burst and refill get 200."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, api_key=KEY, env=dict(MLSYS_SERVE_RATE_LIMIT=5, MLSYS_SERVE_RATE_BURST=5))
-    try:
+    with _serving(tmp_path, exported, api_key=KEY, env=dict(MLSYS_SERVE_RATE_LIMIT=5, MLSYS_SERVE_RATE_BURST=5)) as (s, reg):
         rec = _record(s.client, {'X-API-Key': KEY})
         codes = [s.client.post('/v1/predict', json=rec, headers={'Authorization': ('Bearer', 'bearer')[n % 2] + ' ' * n + KEY})
                  .status_code for n in range(1, 21)]
         assert codes.count(200) <= 7 and set(codes) == {200, 429}, codes
-    finally: s.stop()
 
 
 def test_the_bucket_table_is_bounded(tmp_path, exported):
@@ -385,9 +371,7 @@ def test_feedback_needs_a_known_id_and_one_of_the_classes(tmp_path, exported):
 
 def test_other_origins_cannot_post_and_get_no_cors_answer(tmp_path, exported):
     "Item 5: text/plain, form and typeless POSTs (what a page on another origin sends without a preflight) get 415; no CORS."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         rec = _record(s.client)
         rid = s.client.post('/v1/predict', json=rec).json()['request_id']
         for route, body in (('/v1/predict', rec), ('/v1/feedback', dict(request_id=rid, label='Yes')), ('/v1/explain', rec)):
@@ -397,14 +381,11 @@ def test_other_origins_cannot_post_and_get_no_cors_answer(tmp_path, exported):
                 assert r.status_code == 415 and 'access-control-allow-origin' not in r.headers, (route, ct, r.status_code)
         pre = s.client.options('/v1/feedback', headers={'Origin': 'https://evil.example', 'Access-Control-Request-Method': 'POST'})
         assert 'access-control-allow-origin' not in pre.headers and pre.status_code >= 400
-    finally: s.stop()
 
 
 def test_ids_are_unguessable_and_each_batch_record_is_labelled_by_its_own(tmp_path, exported):
     "Item 5: ids share no prefix and no step; a batch's records get <id>-<i>, logged so, each labelled; the latest label wins."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         rec = _record(s.client)
         ids = [s.client.post('/v1/predict', json=rec).json()['request_id'] for _ in range(30)]
         assert len({i[:8] for i in ids}) == len(ids) and len({int(b, 16) - int(a, 16) for a, b in zip(ids, ids[1:])}) > 1
@@ -418,14 +399,11 @@ def test_ids_are_unguessable_and_each_batch_record_is_labelled_by_its_own(tmp_pa
         w = log_window(tmp_path/'home'/'predictions'/'log.sqlite', 'churn:1', 1)
         labels = dict(zip(w['request_id'], w['label']))
         assert [labels[i] for i in rids] == ['No', 'No', 'Yes'] and labels[ids[0]] is None
-    finally: s.stop()
 
 
 def test_repeated_keys_and_keys_beside_records_are_refused(tmp_path, exported):
     "Item 14: a column named twice (alone, or in a batch) and a key beside 'records' get 422; with extra_columns=ignore the latter is read."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         one = json.dumps(rec := _record(s.client))
         for body in (one[:-1] + ', "tenure": 5}', '{"records": [' + one[:-1] + ', "tenure": 5}]}'):
             r = _post(s, body.encode())
@@ -433,7 +411,6 @@ def test_repeated_keys_and_keys_beside_records_are_refused(tmp_path, exported):
         r = _post(s, json.dumps({'records': [rec], 'model_version': 'churn:2'}).encode())
         assert r.status_code == 422 and r.json()['problems'][0]['column'] == 'model_version'
         assert _post(s, json.dumps(rec | {'note': 'a: b: c'}).encode()).status_code == 422   # colons, no repeat: extra
-    finally: s.stop()
     s = Served(tmp_path/'home', reg.root, env=dict(MLSYS_SERVE_EXTRA_COLUMNS='ignore'))
     try: assert _post(s, json.dumps({'records': [rec], 'model_version': 'churn:2'}).encode()).status_code == 200
     finally: s.stop()
@@ -448,23 +425,18 @@ def _stalled(port) -> socket.socket:
 
 def test_a_stalled_upload_gets_408_and_does_not_hold_up_a_sigterm(tmp_path, exported):
     "Item 14: a body that stops arriving gets 408 after serve.body_seconds; SIGTERM then exits well inside the drain time."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root, env=dict(MLSYS_SERVE_BODY_SECONDS=2, MLSYS_SERVE_DRAIN_SECONDS=60))
-    try:
+    with _serving(tmp_path, exported, env=dict(MLSYS_SERVE_BODY_SECONDS=2, MLSYS_SERVE_DRAIN_SECONDS=60)) as (s, reg):
         c = _stalled(s.port); c.settimeout(30)
         assert c.recv(200).startswith(b'HTTP/1.1 408'); c.close()
         c = _stalled(s.port); c.settimeout(30); time.sleep(0.3)
         t0 = time.time(); s.proc.send_signal(signal.SIGTERM)
         assert c.recv(200).startswith(b'HTTP/1.1 408'); c.close()
         assert s.proc.wait(40) in (0, -signal.SIGTERM) and time.time() - t0 < 30     # the drain would wait 60 s
-    finally: s.stop()
 
 
 def test_openapi_describes_every_route_with_its_schemas(tmp_path, exported):
     "Item 15: every route in /openapi.json, each with its answers' schemas; the POST routes with their request bodies."
-    reg = _registry(tmp_path/'registry', exported)
-    s = Served(tmp_path/'home', reg.root)
-    try:
+    with _serving(tmp_path, exported) as (s, reg):
         paths = s.client.get('/openapi.json').json()['paths']
         assert set(paths) == {'/v1/predict', '/v1/explain', '/v1/feedback', '/healthz', '/readyz', '/metrics', '/openapi.json',
                               '/admin/reload'}
@@ -474,7 +446,6 @@ def test_openapi_describes_every_route_with_its_schemas(tmp_path, exported):
                 if method == 'post' and path.startswith('/v1'): assert 'application/json' in op['requestBody']['content']
         assert paths['/v1/feedback']['post']['requestBody']['content']['application/json']['schema']['properties']['label'] == \
             {'enum': ['No', 'Yes'], 'type': 'string'}
-    finally: s.stop()
 
 
 def test_schema_driven_fuzz_of_every_route_finds_no_5xx(tmp_path, exported):
