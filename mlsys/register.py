@@ -14,6 +14,7 @@ from .data import run_columns
 from .features import split_table
 from .monitor import reference_artifacts
 from .registry import Registry, check_name
+from .tasks import HEADLINE
 
 # %% auto #0
 __all__ = ['RUN_ARTIFACTS', 'STAGES_BEFORE', 'run_lineage', 'run_reference', 'run_register']
@@ -42,8 +43,10 @@ def run_lineage(run_dir:Path) -> tuple[dict, dict]:
                    hparams=man['train'].get('hparams'), git_commit=man['train'].get('git_commit'),
                    versions=environment_versions() | _library_versions(),
                    fairness={k: v['summary'] for k, v in ev['fairness'].items()}, shipped_variant=ex['shipped'])
-    model = ev['metrics']['model']
-    metrics = dict(roc_auc=model['roc_auc']['value'], pr_auc=model['pr_auc']['value'], threshold=ev['threshold'],
+    scores = {k: v['value'] for k, v in ev['metrics']['model'].items()   # the task's test metrics, one number each
+              if isinstance(v, dict) and isinstance(v.get('value'), (int, float))}
+    task = ev.get('task') or dict(kind='binary')
+    metrics = scores | dict(task=task['kind'], metric=HEADLINE[task['kind']], threshold=ev.get('threshold'),
                    fairness_passed=ev['fairness_passed'], parity_passed=ex['parity']['passed'],
                    fairness_failed=[k for k, v in ev['fairness'].items() if not v['summary']['passed']],
                    latency_ms_batch1=ex['latency_ms_batch1'])

@@ -189,7 +189,8 @@ def _gate(name:str, passed:bool, detail:str) -> dict: return dict(gate=name, pas
 def check_gates(candidate:dict, incumbent:dict|None=None, settings:dict|None=None) -> list[dict]:
     "Each gate's result for promoting `candidate` (a `show` record) over `incumbent`."
     g, m = get_settings(settings).gates, candidate['metrics']
-    lat, auc = m.get('latency_ms_batch1'), m.get('roc_auc')
+    metric = m.get('metric', 'roc_auc')   # the task's headline metric (higher is better); ROC-AUC before tasks
+    lat, value = m.get('latency_ms_batch1'), m.get(metric)
     fairness = ('all fairness gates passed' if m.get('fairness_passed') else
                 f"fairness gates failed or not recorded: {', '.join(m.get('fairness_failed') or []) or 'no result'}")
     res = [_gate('parity', m.get('parity_passed') is True,
@@ -198,9 +199,9 @@ def check_gates(candidate:dict, incumbent:dict|None=None, settings:dict|None=Non
            _gate('latency', lat is not None and lat <= g.max_latency_ms,
                  f"batch-1 latency {lat} ms, budget {g.max_latency_ms} ms")]
     if incumbent is not None:
-        base = incumbent['metrics'].get('roc_auc')
-        ok = auc is not None and base is not None and auc >= base - g.max_metric_drop
-        res.append(_gate('metric', ok, f"ROC-AUC {auc} vs incumbent v{incumbent['version']} {base}, "
+        base = incumbent['metrics'].get(metric)
+        ok = value is not None and base is not None and value >= base - g.max_metric_drop
+        res.append(_gate('metric', ok, f"{metric} {value} vs incumbent v{incumbent['version']} {base}, "
                                        f"largest drop allowed {g.max_metric_drop}"))
     return res
 

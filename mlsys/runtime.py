@@ -12,12 +12,11 @@ import onnxruntime as ort
 import orjson
 import polars as pl
 from fastcore.basics import patch
-from scipy.stats import rankdata
 from .data import Contract, contract_from_dict, frame_feeds
+from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'roc_auc', 'PredictionLog',
-           'log_window']
+__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -44,7 +43,7 @@ def metadata(model) -> dict:
 
 # %% ../nbs/07_runtime.ipynb #5fefd335
 class LoadedModel:
-    "One ONNX model ready to score: its session, contract, inputs, threshold and version label."
+    "One ONNX model ready to score: its session, contract, inputs, task, threshold and version label."
     def __init__(self, data:bytes, # the model's bytes
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1):
@@ -53,22 +52,53 @@ class LoadedModel:
         self.contract = meta.get('contract') or {'columns': {}}
         self.columns = self.contract['columns']
         self.inputs = [(i.name, i.type == 'tensor(string)') for i in self.session.get_inputs()]
-        self.threshold, self.positive = float(meta.get('threshold', 0.5)), meta.get('positive', 1)
-        cats = (self.columns.get(self.contract.get('target') or '', {}) or {}).get('categories') or []
-        neg = next((c for c in cats if str(c) != str(self.positive)), None)
-        self.labels = (neg if neg is not None else f'not {self.positive}', self.positive)   # negative, positive
+        self.task, self.threshold = task_from(meta), float(meta.get('threshold', 0.5))
+        self.kind, self.labels, self.positive = self.task.kind, tuple(self.task.classes), self.task.positive
+        self.output = OUTPUTS[self.kind][0]
 
     def predict(self, cols:dict) -> np.ndarray:
-        "Probabilities for input arrays `{name: (n, 1) array}`."
-        return self.session.run(['probability'], cols)[0]
+        "The main output for input arrays `{name: (n, 1) array}`: probabilities (n,) or (n, classes), or values."
+        return self.session.run([self.output], cols)[0]
 
     def score(self, df:pl.DataFrame) -> np.ndarray:
-        "Probabilities (float64) for a typed frame with the model's input columns."
-        return self.predict(frame_feeds(df, self.inputs)).astype(np.float64) if df.height else np.zeros(0)
+        "The main output (float64) for a typed frame with the model's input columns."
+        if df.height: return self.predict(frame_feeds(df, self.inputs)).astype(np.float64)
+        return np.zeros((0, len(self.labels))) if self.kind == 'multiclass' else np.zeros(0)
 
-    def label(self, p:float) -> str:
-        "The predicted class of probability `p`, as text."
-        return str(self.labels[1] if p >= self.threshold else self.labels[0])
+# %% ../nbs/07_runtime.ipynb #4e80f422
+@patch
+def label(self:LoadedModel, q) -> str:
+    "What one row's output `q` predicts, as text: the class (binary: by the threshold), or the value."
+    if self.kind == 'binary': return str(self.labels[1] if q >= self.threshold else self.labels[0])
+    if self.kind == 'multiclass': return self.labels[int(np.argmax(q))]
+    return repr(float(q))
+
+@patch
+def answer(self:LoadedModel, q) -> dict:
+    "One row's answer in a response: the prediction, and the probabilities for classes."
+    if self.kind == 'binary': return dict(prediction=self.label(q), probability=float(q))
+    if self.kind == 'multiclass':
+        return dict(prediction=self.label(q), probability=float(q.max()),
+                    probabilities=dict(zip(self.labels, map(float, q))))
+    return dict(prediction=float(q))
+
+# %% ../nbs/07_runtime.ipynb #1827cf0d
+@patch
+def logged(self:LoadedModel, out:np.ndarray) -> tuple[np.ndarray, list[str]]:
+    "The log's score and prediction text for each row of outputs `out`."
+    if self.kind == 'binary':
+        return out, np.where(out >= self.threshold, str(self.labels[1]), str(self.labels[0])).tolist()
+    if self.kind == 'multiclass': return score_of(self.task, out), [self.labels[i] for i in out.argmax(1)]
+    return out, [repr(float(v)) for v in out]
+
+@patch
+def frame(self:LoadedModel, out:np.ndarray) -> dict[str, object]:
+    "Batch output columns for outputs `out`: the prediction, and probabilities for classes."
+    score, text = self.logged(out)
+    if self.kind == 'regression': return dict(prediction=out)
+    cols = dict(prediction=text, probability=score)
+    if self.kind == 'multiclass': cols |= {f'probability_{c}': out[:, i] for i, c in enumerate(self.labels)}
+    return cols
 
 # %% ../nbs/07_runtime.ipynb #faa5bcb3
 def scoring_contract(m:LoadedModel) -> Contract:
@@ -94,17 +124,6 @@ def model_source(ref:str,        # an alias, a version number, or a path ending 
     v = registry.resolve(name, ref)
     label = f'{name}:{v}'
     return (None if label in loaded else registry.read(name, v, 'model')), label
-
-# %% ../nbs/07_runtime.ipynb #f2bb9042
-def roc_auc(y:np.ndarray, # 0/1 labels, both present
-            p:np.ndarray, # scores
-           ) -> float:
-    "ROC-AUC as the Mann-Whitney statistic of the scores' ranks (ties averaged)."
-    y = np.asarray(y).astype(bool)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if not n1 or not n0: raise ValueError("ROC-AUC needs both classes among the labels")
-    return float((rankdata(p)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 # %% ../nbs/07_runtime.ipynb #32a28923
 LOG_SCHEMA = """
@@ -179,16 +198,17 @@ def has_request(self:PredictionLog, request_id:str) -> bool:
 
 # %% ../nbs/07_runtime.ipynb #113db279
 _WINDOW_SQL = """
-SELECT p.request_id, p.time, p.inputs, p.probability, f.label FROM predictions p
+SELECT p.request_id, p.time, p.inputs, p.probability, p.prediction, f.label FROM predictions p
 LEFT JOIN (SELECT request_id, label, MAX(time) FROM feedback GROUP BY request_id) f USING (request_id)
 WHERE p.version = ? AND p.role != 'shadow' AND p.time >= ?"""
-_WINDOW_SCHEMA = dict(request_id=pl.String, time=pl.Float64, inputs=pl.String, probability=pl.Float64, label=pl.String)
+_WINDOW_SCHEMA = dict(request_id=pl.String, time=pl.Float64, inputs=pl.String, probability=pl.Float64,
+                      prediction=pl.String, label=pl.String)
 
 def log_window(path:Path|str,           # a prediction log's SQLite file
                version:str,               # the version label whose predictions to read
                hours:float,               # how far back
                now:float|None=None) -> pl.DataFrame:
-    "The predictions of `version` in the last `hours`: inputs as columns, `probability`, `label` (null until posted)."
+    "The predictions of `version` in the last `hours`: inputs as columns, score, prediction, label (null until posted)."
     with sqlite3.connect(path, timeout=60) as c:
         rows = c.execute(_WINDOW_SQL, (version, (now or time.time()) - hours * 3600)).fetchall()
     if not rows: return pl.DataFrame()

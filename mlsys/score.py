@@ -32,11 +32,10 @@ def score_chunk(m:LoadedModel,          # the model
     "One chunk's predictions and quarantine, row positions counted from the file's start."
     res = validate(chunk, c, max_quarantine_fraction=1.0)
     acc = res.accepted.with_columns(pl.col('_row') + offset)
-    p = m.score(acc)
+    typed = lambda k: pl.String if k == 'prediction' and m.kind != 'regression' else pl.Float64
+    cols = [pl.Series(k, v, dtype=typed(k)) for k, v in m.frame(m.score(acc)).items()]   # the task's columns
     preds = (acc.select(*[x for x in (key,) if x and x in acc.columns], '_row')
-             .with_columns(probability=pl.Series(p, dtype=pl.Float64))
-             .with_columns(prediction=pl.when(pl.col('probability') >= m.threshold).then(pl.lit(str(m.labels[1])))
-                                       .otherwise(pl.lit(str(m.labels[0]))), model_version=pl.lit(m.version)))
+             .with_columns(*cols, model_version=pl.lit(m.version)))
     return preds, res.quarantine.with_columns(pl.col('_row') + offset)
 
 # %% ../nbs/10_score.ipynb #2de59364

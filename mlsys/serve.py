@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 from fastcore.basics import patch
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -19,12 +19,13 @@ from starlette.routing import Route
 from .config import Settings, get_settings, home_paths
 from .registry import Registry
 from .runtime import LoadedModel, PredictionLog, model_source
+from .tasks import score_of
 
 # %% auto #0
 __all__ = ['SHOWN_CHARS', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED', 'FEEDBACK_BYTES',
            'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError', 'read_json',
            'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'client_address', 'read_body',
-           'next_request_id', 'label_text', 'column_schema', 'label_schema', 'create_app']
+           'next_request_id', 'label_text', 'column_schema', 'label_schema', 'prediction_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -202,8 +203,9 @@ class _Metrics:
         self.requests = Counter('mlsys_requests', 'HTTP requests', ['route', 'status'], registry=r)
         self.latency = Histogram('mlsys_request_seconds', 'Request latency', ['route'], registry=r,
                                  buckets=(.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5))
-        self.probability = Histogram('mlsys_prediction_probability', 'Predicted probabilities', registry=r,
-                                     buckets=tuple(i / 10 for i in range(1, 11)))
+        self.probability = Histogram('mlsys_prediction_probability', 'Predicted probabilities (multiclass: of the '
+                                     'predicted class)', registry=r, buckets=tuple(i / 10 for i in range(1, 11)))
+        self.value = Summary('mlsys_prediction_value', 'Predicted values (regression)', registry=r)
         self.fallbacks = Counter('mlsys_fallbacks', 'Answers from the fallback model', registry=r)
         self.shadow = Counter('mlsys_shadow', 'Shadow scorings', ['outcome'], registry=r)
         self.reloads = Counter('mlsys_model_reloads', 'Model versions swapped in', registry=r)
@@ -326,9 +328,9 @@ def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, ids:list[str]):
 
 def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list[tuple]:
     "The log's rows of one answer: one per record, each under its own id."
-    now = time.time()
-    return [(i, now, m.version, role, orjson.dumps(r).decode(), float(q), m.label(q), ms, int(degraded))
-            for i, r, q in zip(ids, recs, p)]
+    now, (score, text) = time.time(), m.logged(p)
+    return [(i, now, m.version, role, orjson.dumps(r).decode(), float(q), t, ms, int(degraded))
+            for i, r, q, t in zip(ids, recs, score, text)]
 
 # %% ../nbs/09_serve.ipynb #b4168c09
 MAX_ANSWERED = 65_536   # request ids this process keeps, for feedback that arrives before the log has them
@@ -350,13 +352,12 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
     logged = self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
-    for q in p: self.metrics.probability.observe(float(q))
+    observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
+    for q in score_of(used.task, p): observed.observe(float(q))
     if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     self._answered(rid, len(recs) if batch else 0)
-    label = lambda q: used.labels[1] if q >= used.threshold else used.labels[0]
     return 200, dict(request_id=rid, model_version=used.version, degraded=degraded,
-                     predictions=[dict(request_id=i, prediction=label(q), probability=float(q))
-                                  for i, q in zip(ids, p)])
+                     predictions=[dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)])
 
 @patch
 def _answered(self:Server, rid:str, n:int):
@@ -383,16 +384,21 @@ FEEDBACK_BYTES, LABEL_CHARS = 4096, 100          # a feedback body is an id and 
 ID_PATTERN = r'^[0-9a-f]{32}(-[0-9]{1,6})?$'
 
 def label_text(label, model:LoadedModel) -> tuple[str|None, str|None]:
-    "A posted label as the log keeps it (text), or what is wrong with it; one of the target's classes where named."
+    "A posted label as the log keeps it (text), or what is wrong with it: a number (regression), or a class."
     rule = model.columns.get(model.contract.get('target') or '', {}) or {}
+    if model.kind == 'regression':
+        ok = isinstance(label, (int, float)) and not isinstance(label, bool) and math.isfinite(label)
+        return (repr(float(label)), None) if ok else (None, f'expected a number (the target), got {_shown(label)}')
     if (classes := rule.get('categories')) is not None:
         if any(type(c) is type(label) and c == label for c in classes): return str(label), None
         return None, f'{_shown(label)} is not one of the classes {_shown(list(classes), 200)}'
     if isinstance(label, bool):   # a JSON true is a boolean label, not the text "True"
         return (str(label).lower(), None) if rule.get('dtype') == 'bool' else (None, 'expected a class, got a boolean')
-    if isinstance(label, str) and 0 < len(label) <= LABEL_CHARS: return label, None
-    if isinstance(label, (int, float)) and not isinstance(label, str): return str(label), None
-    return None, f'expected a class: text of 1 to {LABEL_CHARS} characters, or a number'
+    text = label if isinstance(label, str) else str(label) if isinstance(label, (int, float)) else None
+    if text is not None and text in model.labels: return text, None
+    if text is None or not 0 < len(text) <= LABEL_CHARS:
+        return None, f'expected a class: text of 1 to {LABEL_CHARS} characters, or a number'
+    return None, f'{_shown(label)} is not one of the classes {_shown(list(model.labels), 200)}'
 
 @patch
 async def _feedback(self:Server, request) -> tuple[int, dict]:
@@ -472,9 +478,11 @@ def column_schema(rule:dict, text:bool) -> dict:
 def label_schema(model:LoadedModel|None) -> dict:
     "The JSON schema of a feedback label: one of the target's classes where the contract names them."
     target = (model.columns.get(model.contract.get('target') or '', {}) or {}) if model else {}
+    if model and model.kind == 'regression': return _s('number')
     if (classes := target.get('categories')) is not None:
         return dict(enum=list(classes)) | (_s('string') if all(isinstance(c, str) for c in classes) else {})
     if target.get('dtype') == 'bool': return _s('boolean')
+    if model: return {'oneOf': [_s('string', enum=list(model.labels)), _s('number')]}
     return {'oneOf': [_s('string', minLength=1, maxLength=LABEL_CHARS), _s('number')]}
 
 _WHY = {'400': 'malformed JSON, or the client left before its body arrived', '401': 'missing or wrong key',
@@ -502,6 +510,17 @@ def _scored(**props) -> dict:
     return _obj(dict(request_id=_s('string'), model_version=_s('string'), **props),
                 ['request_id', 'model_version', *props])
 
+def prediction_schema(model:LoadedModel|None) -> dict:
+    "The JSON schema of one record's prediction, per task: the class and its probability (by class), or the value."
+    if model is not None and model.kind == 'regression':
+        return _obj(dict(request_id=_s('string'), prediction=_s('number', description='the predicted value')),
+                    ['request_id', 'prediction'])
+    props = dict(request_id=_s('string'), prediction=_s('string', description='the predicted class'),
+                 probability=_s('number', minimum=0, maximum=1, description='of the predicted (binary: positive) class'))
+    if model is not None and model.kind == 'multiclass':
+        props['probabilities'] = _obj({c: _s('number', minimum=0, maximum=1) for c in model.labels}, model.labels)
+    return _obj(props, list(props))
+
 @patch
 def openapi(self:Server) -> dict:
     "The OpenAPI document of every route; the record's schema comes from the loaded model's contract."
@@ -512,8 +531,7 @@ def openapi(self:Server) -> dict:
                                                 ['records'], extra)]}
     feedback = _obj(dict(request_id=_s('string', pattern=ID_PATTERN), label=label_schema(m)), ['request_id', 'label'],
                     False)
-    one = _obj(dict(request_id=_s('string'), prediction=dict(description='the predicted class'),
-                    probability=_s('number')), ['request_id', 'prediction', 'probability'])
+    one = prediction_schema(m)
     security = [{'apiKey': []}, {'bearer': []}] if self.api_key else None
     def post(summary, schema, ok, *codes, **more):
         return dict(post=_drop(summary=summary, security=security, **more, responses=_answers(ok, *codes),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #1b80c0ea
 from __future__ import annotations
-import io, json, logging, math, os, warnings
+import importlib, io, json, logging, math, os, warnings
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -14,24 +14,25 @@ from torch import nn
 import lightning.pytorch as L
 from fastcore.basics import patch
 from lightning.fabric.plugins import TorchCheckpointIO
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, log_loss
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import OneHotEncoder
 from torchmetrics import MeanMetric
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, MulticlassAccuracy
 from .config import (file_record, get_settings, home_paths, run_file, sha256_file, stage_file, update_manifest,
                           write_atomic)
 from .data import load_contract
 from .features import SPLITS, FeatureSpec, feature_arrays
-from .runtime import roc_auc
+from .tasks import Task, encode, infer_task, monitored, task_from, task_metrics, truth
 
 for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in job logs
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # %% auto #0
-__all__ = ['LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularNet', 'AtomicCheckpointIO',
-           'make_trainer', 'make_loggers', 'finish_tracking', 'fit', 'tune', 'baseline_scores', 'baseline',
-           'evaluate_split', 'run_train', 'plot_learning_curves']
+__all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'TabularNet',
+           'AtomicCheckpointIO', 'make_trainer', 'make_loggers', 'finish_tracking', 'network_path', 'network_class',
+           'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train',
+           'run_task', 'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -53,34 +54,29 @@ class EpochBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         for idx in self._batches(): yield tuple(t[idx] for t in self.tensors)
 
-# %% ../nbs/04_train.ipynb #7310bafa
-def _labels(y:pl.Series, positive=None) -> tuple[np.ndarray, object]:
-    "Targets as 0/1 floats and the positive class (the rarer one unless given)."
-    classes = y.drop_nulls().value_counts(sort=True)[y.name].to_list()
-    if len(classes) != 2: raise ValueError(f"a binary target is needed; {y.name} has {len(classes)} classes")
-    if positive is None: pos = classes[-1]
-    elif isinstance(classes[0], bool): pos = str(positive).lower() in ('true', '1')   # 'False' from JSON is False
-    else: pos = type(classes[0])(positive)
-    if pos not in classes: raise ValueError(f"positive class {positive!r} is not among {classes}")
-    return (y == pos).cast(pl.Float32).to_numpy(), pos
-
 # %% ../nbs/04_train.ipynb #2f6689df
 class TabularData(L.LightningDataModule):
-    "The features stage's table of a run as in-memory tensors, batched by `EpochBatches`."
-    def __init__(self, run_dir, batch_size:int=256, seed:int=0, positive=None):
+    "The features stage's table of a run as in-memory tensors, batched by `EpochBatches`; the target's `Task`."
+    def __init__(self, run_dir, batch_size:int=256, seed:int=0,
+                 positive=None,        # binary: the positive class; None: the rarer one
+                 task:str|None=None):  # binary, multiclass or regression; None: by the rule
         super().__init__()
         if not (target := load_contract(run_file(run_dir, 'contract')).target):
             raise ValueError(f"the contract of run {Path(run_dir).name} names no target column: training needs one")
         self.spec = FeatureSpec.load(run_file(run_dir, 'feature_spec'))
         feats = pl.read_parquet(run_file(run_dir, 'features'))
-        y, self.positive = _labels(feats[target], positive)
-        num, cat = feature_arrays(self.spec, feats)
         masks = {s: (feats['split'] == s).to_numpy() for s in SPLITS}
+        self.task = infer_task(feats[target], task, positive, train=feats[target].filter(masks['train']))
+        y, num, cat = encode(self.task, feats[target]), *feature_arrays(self.spec, feats)
+        self.truth = {s: truth(self.task, feats[target].filter(m)) for s, m in masks.items()}
         self.tensors = {s: (torch.from_numpy(num[m].astype(np.float32)), torch.from_numpy(cat[m]),
                             torch.from_numpy(y[m])) for s, m in masks.items()}
         self.cardinalities = [len(t.vocab) + 1 if t.kind == 'category' else len(t.edges) + 2
                               for t in self.spec.categorical]
         self.batch_size, self.seed, self.data_hash = batch_size, seed, sha256_file(run_file(run_dir, 'features'))
+
+    @property
+    def positive(self): return self.task.positive
 
 # %% ../nbs/04_train.ipynb #de145533
 @patch
@@ -110,78 +106,113 @@ def test_dataloader(self:TabularData):
     return self._loader('test', False)
 
 # %% ../nbs/04_train.ipynb #c0fb41e3
-class TabularNet(L.LightningModule):
-    "An MLP over numeric features and embeddings of categorical ones, for binary classification."
-    def __init__(self, n_num:int, cardinalities:list, hidden:int=64, layers:int=2, dropout:float=0.1, lr:float=3e-3,
-                 weight_decay:float=1e-4, max_epochs:int=10, seed:int=0):
+class TabularModule(L.LightningModule):
+    "A network for a task: the task's loss, validation metrics, outputs and optimizer; subclasses write `forward`."
+    def __init__(self, task:dict,           # the `Task` (as `Task.to_dict()`)
+                 lr:float=3e-3, weight_decay:float=1e-4, max_epochs:int=10, seed:int=0):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters()   # with a subclass's arguments too: what `load_from_checkpoint` rebuilds it from
+        self.task = task_from(task)
+        self.lr, self.weight_decay, self.max_epochs, self.seed = lr, weight_decay, max_epochs, seed
+        self.val_loss = MeanMetric()
+        if self.task.kind == 'binary': self.val_auroc, self.val_ap = BinaryAUROC(), BinaryAveragePrecision()
+        if self.task.kind == 'multiclass': self.val_acc = MulticlassAccuracy(self.task.n_outputs, average='micro')
+        self._losses = []   # this epoch's training losses, averaged once at its end
+
+# %% ../nbs/04_train.ipynb #eeabc8eb
+@patch
+def loss(self:TabularModule, z:torch.Tensor, y:torch.Tensor, reduction:str='mean') -> torch.Tensor:
+    "The task's loss of raw outputs `z` for encoded targets `y`."
+    if self.task.kind == 'binary': return F.binary_cross_entropy_with_logits(z, y, reduction=reduction)
+    if self.task.kind == 'multiclass': return F.cross_entropy(z, y, reduction=reduction)
+    return F.mse_loss(z, y, reduction=reduction)
+
+@patch
+def outputs(self:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> torch.Tensor:
+    "What the shipped model answers: the positive class's probability, class probabilities, or the value."
+    z = self(num, cat)
+    if self.task.kind == 'binary': return z.sigmoid()
+    if self.task.kind == 'multiclass': return z.softmax(-1)
+    return z * self.task.std + self.task.mean
+
+# %% ../nbs/04_train.ipynb #622e1f87
+class TabularNet(TabularModule):
+    "An MLP over numeric features and embeddings of categorical ones, with one output per class (or one)."
+    def __init__(self, n_num:int,           # width of the `num` block
+                 cardinalities:list,        # categories per column of the `cat` block (index 0: unknown or missing)
+                 task:dict, hidden:int=64, layers:int=2, dropout:float=0.1, **kw):
+        super().__init__(task, **kw)
         self.embs = nn.ModuleList(nn.Embedding(c, min(16, (c + 1) // 2)) for c in cardinalities)
         d, blocks = n_num + sum(e.embedding_dim for e in self.embs), []
         for _ in range(layers):
             blocks += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(dropout)]
             d = hidden
-        self.mlp = nn.Sequential(*blocks, nn.Linear(d, 1))
-        self.val_loss, self.val_auroc, self.val_ap = MeanMetric(), BinaryAUROC(), BinaryAveragePrecision()
-        self._losses = []   # this epoch's training losses, averaged once at its end
+        self.mlp = nn.Sequential(*blocks, nn.Linear(d, self.task.n_outputs))
 
     def forward(self, num, cat):
-        "Logits of the positive class."
-        return self.mlp(torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.embs)]], 1)).squeeze(1)
+        "Raw outputs: logits, or the standardized value."
+        z = self.mlp(torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.embs)]], 1))
+        return z if self.task.kind == 'multiclass' else z.squeeze(1)
 
 # %% ../nbs/04_train.ipynb #48500aaa
 @patch
-def training_step(self:TabularNet, batch, i):
+def training_step(self:TabularModule, batch, i):
     "The batch's loss, kept for the epoch's mean."
     num, cat, y = batch
-    loss = F.binary_cross_entropy_with_logits(self(num, cat), y)
+    loss = self.loss(self(num, cat), y)
     self._losses.append(loss.detach())
     return loss
 
 @patch
-def on_train_epoch_end(self:TabularNet):
+def on_train_epoch_end(self:TabularModule):
     "Log the epoch's mean training loss once (averaged across ranks), not at every step."
     self.log('train_loss', torch.stack(self._losses).mean(), sync_dist=True)
     self._losses.clear()
 
 # %% ../nbs/04_train.ipynb #b70d1bf8
 @patch
-def validation_step(self:TabularNet, batch, i):
-    "Accumulate the validation loss, AUROC and average precision; logged once per epoch."
+def validation_step(self:TabularModule, batch, i):
+    "Accumulate the validation loss and the task's metrics; logged once per epoch."
     num, cat, y = batch
-    logits = self(num, cat)
-    p, labels = logits.sigmoid(), y.int()
-    self.val_loss.update(F.binary_cross_entropy_with_logits(logits, y, reduction='none'))
-    self.val_auroc.update(p, labels)
-    self.val_ap.update(p, labels)
-    self.log_dict({'val_loss': self.val_loss, 'val_auroc': self.val_auroc, 'val_ap': self.val_ap}, on_epoch=True)
+    z = self(num, cat)
+    self.val_loss.update(self.loss(z, y, reduction='none'))
+    logged = {'val_loss': self.val_loss}
+    if self.task.kind == 'binary':
+        p, labels = z.sigmoid(), y.int()
+        self.val_auroc.update(p, labels)
+        self.val_ap.update(p, labels)
+        logged |= {'val_auroc': self.val_auroc, 'val_ap': self.val_ap}
+    elif self.task.kind == 'multiclass':
+        self.val_acc.update(z, y)
+        logged['val_acc'] = self.val_acc
+    self.log_dict(logged, on_epoch=True)
 
 # %% ../nbs/04_train.ipynb #4df1c1a8
 @patch
-def configure_optimizers(self:TabularNet):
+def configure_optimizers(self:TabularModule):
     "AdamW, with a cosine learning-rate schedule over `max_epochs`."
-    opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-    return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))]
+    opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))]
 
 # %% ../nbs/04_train.ipynb #1f255f2b
 @patch
-def transfer_batch_to_device(self:TabularNet, batch, device, dataloader_idx):
+def transfer_batch_to_device(self:TabularModule, batch, device, dataloader_idx):
     "The batch's three tensors on `device` (as they are on the CPU)."
     return batch if device.type == 'cpu' else tuple(t.to(device, non_blocking=True) for t in batch)
 
 # %% ../nbs/04_train.ipynb #c7ab8286
 @patch
-def on_train_epoch_start(self:TabularNet):
+def on_train_epoch_start(self:TabularModule):
     "Seed this epoch's dropout masks from (seed, epoch, rank)."
-    torch.manual_seed(self.hparams.seed * 7919 + self.current_epoch * 31 + self.global_rank)
+    torch.manual_seed(self.seed * 7919 + self.current_epoch * 31 + self.global_rank)
 
 @patch
-def on_save_checkpoint(self:TabularNet, ckpt):
+def on_save_checkpoint(self:TabularModule, ckpt):
     "Keep the RNG state in the checkpoint."
     ckpt['torch_rng_state'] = torch.get_rng_state()
 
 @patch
-def on_load_checkpoint(self:TabularNet, ckpt):
+def on_load_checkpoint(self:TabularModule, ckpt):
     "Restore the RNG state the checkpoint carries."
     if 'torch_rng_state' in ckpt: torch.set_rng_state(ckpt['torch_rng_state'])
 
@@ -196,12 +227,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 # %% ../nbs/04_train.ipynb #b71addbb
 def make_trainer(out, max_epochs:int=8, accelerator='auto', devices=1, strategy='auto', num_nodes:int=1,
                  precision='32-true', logger=True, callbacks=(), checkpoints:bool=True, progress:bool=True,
-                 patience:int=3, deterministic:bool=True, **kw) -> L.Trainer:
-    "A Trainer for `TabularNet`: early stopping; the best and every epoch's last checkpoint, written atomically."
-    cbs = [L.callbacks.EarlyStopping('val_auroc', mode='max', patience=patience), *callbacks]
+                 patience:int=3, deterministic:bool=True,
+                 monitor:tuple=('val_auroc', 'max'), # the validation metric to stop and keep the best on, and its mode
+                 **kw) -> L.Trainer:
+    "A Trainer for a `TabularModule`: early stopping; the best and every epoch's last checkpoint, written atomically."
+    metric, mode = monitor
+    cbs = [L.callbacks.EarlyStopping(metric, mode=mode, patience=patience), *callbacks]
     if checkpoints:
         best, last = stage_file(out, 'checkpoint'), stage_file(out, 'last_checkpoint')
-        cbs += [L.callbacks.ModelCheckpoint(best.parent, filename=best.stem, monitor='val_auroc', mode='max',
+        cbs += [L.callbacks.ModelCheckpoint(best.parent, filename=best.stem, monitor=metric, mode=mode,
                                             enable_version_counter=False),
                 L.callbacks.ModelCheckpoint(last.parent, filename=last.stem, enable_version_counter=False)]
     return L.Trainer(default_root_dir=out, max_epochs=max_epochs, accelerator=accelerator, devices=devices,
@@ -229,6 +263,25 @@ def finish_tracking(loggers:list):
     for lg in loggers:
         if isinstance(lg, L.loggers.WandbLogger) and lg._experiment is not None: lg.experiment.finish()
 
+# %% ../nbs/04_train.ipynb #76ca6f5e
+DEFAULT_MODEL = 'mlsys.train:TabularNet'
+
+def network_path(cls:type) -> str:
+    "A class's import path, `package.module:Class`."
+    return f'{cls.__module__}:{cls.__qualname__}'
+
+def network_class(path:str|None) -> type:
+    "The `TabularModule` class that `package.module:Class` names; `TabularNet` for None."
+    if not path or path == DEFAULT_MODEL: return TabularNet
+    mod, _, name = str(path).partition(':')
+    if not mod or not name: raise ValueError(f"model {path!r}: expected 'package.module:Class'")
+    try: cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e: raise ValueError(f"model {path!r} cannot be imported: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule) and hasattr(cls, 'outputs')):
+        raise TypeError(f"model {path!r} is not a TabularModule (a LightningModule with the task's loss, metrics, "
+                        "outputs and optimizer): subclass mlsys.train.TabularModule; see the train page")
+    return cls
+
 # %% ../nbs/04_train.ipynb #c0041cc2
 LONG_RUN_STEPS = 5_000   # runs longer than this many optimizer steps show a progress bar
 IGNORED_WARNINGS = ('.*does not have many workers.*', '.*has `__len__` defined.*', '.*LeafSpec.*',
@@ -236,18 +289,22 @@ IGNORED_WARNINGS = ('.*does not have many workers.*', '.*has `__len__` defined.*
                     '.*smaller than the logging interval.*')   # Lightning's notes that do not apply here
 
 def fit(dm:TabularData, out, hp:dict, seed:int=0, ckpt_path=None, loggers=True,
-        **trainer_kw) -> tuple[L.Trainer, TabularNet]:
-    "Train `TabularNet` with hyperparameters `hp` on `dm`; the trainer and the model."
+        model:str|None=None,   # the network, 'package.module:Class'; None: TabularNet
+        **trainer_kw) -> tuple[L.Trainer, TabularModule]:
+    "Train the network with hyperparameters `hp` on `dm`; the trainer and the network."
     L.seed_everything(seed, workers=True, verbose=False)
-    steps = math.ceil(len(dm.tensors['train'][2]) / dm.batch_size) * trainer_kw.get('max_epochs', 8)
+    epochs = trainer_kw.setdefault('max_epochs', 8)
+    steps = math.ceil(len(dm.tensors['train'][2]) / dm.batch_size) * epochs
     trainer_kw.setdefault('progress', steps > LONG_RUN_STEPS)   # a progress bar on long runs only
-    model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, seed=seed,
-                       max_epochs=trainer_kw.get('max_epochs', 8), **hp)
-    trainer = make_trainer(out, logger=loggers, **trainer_kw)
+    args = dict(n_num=dm.tensors['train'][0].shape[1], cardinalities=dm.cardinalities, task=dm.task.to_dict(),
+                seed=seed, max_epochs=epochs, **hp)
+    net = network_class(model)(**args)
+    net.save_hyperparameters(args)   # what `load_from_checkpoint` rebuilds it from
+    trainer = make_trainer(out, logger=loggers, monitor=monitored(dm.task), **trainer_kw)
     with warnings.catch_warnings():
         for known in IGNORED_WARNINGS: warnings.filterwarnings('ignore', known)
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
-    return trainer, model
+        trainer.fit(net, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    return trainer, net
 
 # %% ../nbs/04_train.ipynb #50a42011
 def _suggest(trial, name:str, space:list):
@@ -261,52 +318,69 @@ def _suggest(trial, name:str, space:list):
 
 # %% ../nbs/04_train.ipynb #bad1e1ee
 def tune(dm:TabularData, out, space:dict, fixed:dict, trials:int=4, epochs:int=3, seed:int=0, group=None,
-         settings=None, **trainer_kw):
+         settings=None, model:str|None=None, **trainer_kw):
     "Run an Optuna study over `space`; the study (best trial first in `study.best_params`)."
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', '.*IProgress not found.*')   # tqdm's notebook check, on import
         import optuna
         from optuna_integration import PyTorchLightningPruningCallback
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric, mode = monitored(dm.task)
     def objective(trial):
         hp = fixed | {k: _suggest(trial, k, v) for k, v in space.items()}
         d, name = Path(out)/f'trial-{trial.number}', f'{group or "tune"}-trial-{trial.number}'
         loggers = make_loggers(d, name, hp | dict(trial=trial.number), group=group, settings=settings)
-        pruning = PyTorchLightningPruningCallback(trial, monitor='val_auroc')
-        try: t, _ = fit(dm, d, hp, seed, loggers=loggers, checkpoints=False, max_epochs=epochs, callbacks=[pruning],
-                        **trainer_kw)
+        pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+        try: t, _ = fit(dm, d, hp, seed, loggers=loggers, model=model, checkpoints=False, max_epochs=epochs,
+                        callbacks=[pruning], **trainer_kw)
         finally: finish_tracking(loggers)
-        return float(t.callback_metrics['val_auroc'])
-    study = optuna.create_study(direction='maximize', sampler=optuna.samplers.TPESampler(seed=seed),
+        return float(t.callback_metrics[metric])
+    study = optuna.create_study(direction='maximize' if mode == 'max' else 'minimize',
+                                sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     study.optimize(objective, n_trials=trials)
     return study
 
 # %% ../nbs/04_train.ipynb #4cad7d10
-def baseline_scores(dm:TabularData) -> dict[str, np.ndarray]:
-    "Fit a logistic regression on the training split; its probabilities of the positive class for every split."
+def baseline_outputs(dm:TabularData) -> dict[str, np.ndarray]:
+    "Fit the task's linear baseline on the training split; its outputs (as the shipped model's) for every split."
     enc = OneHotEncoder(handle_unknown='ignore').fit(dm.tensors['train'][1].numpy())
     X = {s: np.hstack([t[0].numpy(), enc.transform(t[1].numpy()).toarray()]) for s, t in dm.tensors.items()}
-    clf = LogisticRegression(max_iter=2000).fit(X['train'], dm.tensors['train'][2].numpy())
-    return {s: clf.predict_proba(x)[:, 1] for s, x in X.items()}
+    y, kind = dm.truth['train'], dm.task.kind
+    if kind == 'regression':
+        ridge = Ridge(alpha=1.0).fit(X['train'], y)
+        return {s: ridge.predict(x) for s, x in X.items()}
+    clf = LogisticRegression(max_iter=2000).fit(X['train'], y)
+    if kind == 'binary': return {s: clf.predict_proba(x)[:, 1] for s, x in X.items()}
+    def probs(x):   # classes absent from the training split get probability 0
+        P = np.zeros((len(x), dm.task.n_outputs))
+        P[:, clf.classes_] = clf.predict_proba(x)
+        return P
+    return {s: probs(x) for s, x in X.items()}
 
 # %% ../nbs/04_train.ipynb #2839aeaa
-def _scores(y:np.ndarray, p:np.ndarray) -> dict:
-    "AUROC, average precision and log loss of probabilities `p` for 0/1 labels `y`."
-    return dict(auroc=roc_auc(y, p), ap=average_precision_score(y, p), log_loss=log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
+def split_metrics(task:Task, y:np.ndarray, out:np.ndarray) -> dict:
+    "The task's metrics of outputs `out` for targets `y` (`truth`), and average precision for binary."
+    m = task_metrics(task, y, out)
+    if task.kind == 'binary': m['ap'] = float(average_precision_score(y, out))
+    return m
 
 def baseline(dm:TabularData) -> dict:
-    "The baseline's AUROC, average precision and log loss on the validation and test splits."
-    p = baseline_scores(dm)
-    return {s: _scores(dm.tensors[s][2].numpy(), p[s]) for s in ('valid', 'test')}
+    "The baseline's metrics on the validation and test splits."
+    out = baseline_outputs(dm)
+    return {s: split_metrics(dm.task, dm.truth[s], out[s]) for s in ('valid', 'test')}
 
 # %% ../nbs/04_train.ipynb #527c03d2
 @torch.no_grad()
-def evaluate_split(model:TabularNet, dm:TabularData, split:str) -> dict:
-    "AUROC, average precision and log loss of `model` on `split`."
-    model.eval()
-    num, cat, y = dm.tensors[split]
-    return _scores(y.numpy(), model(num, cat).sigmoid().numpy().astype(np.float64))
+def predict(net:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> np.ndarray:
+    "The network's outputs (as the shipped model's) in eval mode, as float64."
+    net.eval()
+    return net.outputs(num, cat).numpy().astype(np.float64)
+
+def evaluate_split(net:TabularModule, dm:TabularData, split:str) -> dict:
+    "The task's metrics of `net` on `split`."
+    num, cat, _ = dm.tensors[split]
+    return split_metrics(dm.task, dm.truth[split], predict(net, num, cat))
 
 # %% ../nbs/04_train.ipynb #955de331
 def _trials(study) -> list[dict]:
@@ -319,53 +393,69 @@ def run_train(run_dir,                # a run directory whose features stage suc
               search:dict|None=None,  # search space, `{name: [low, high(, 'log')] or [choices]}`; None: no search
               hparams:dict|None=None, # fixed hyperparameters
               trials:int=4, trial_epochs:int=3, max_epochs:int=8, batch_size:int=256, seed:int=0,
-              positive=None,          # the positive class; None: the rarer one
+              positive=None,          # binary: the positive class; None: the rarer one
               settings=None,          # settings (resolved by the runner) or overrides
+              task:str|None=None,     # binary, multiclass or regression; None: by the rule
+              model:str|None=None,    # the network, a `TabularModule` as 'package.module:Class'; None: TabularNet
               **trainer_kw) -> dict:  # `make_trainer`'s: accelerator, devices, strategy, num_nodes, precision...
     "The train job: search, final fit, baseline; write checkpoints, metrics, hyperparameters and the manifest."
     out, hparams, name = Path(out), hparams or {}, Path(run_dir).name
-    dm = TabularData(run_dir, batch_size, seed, positive)
+    dm, cls = TabularData(run_dir, batch_size, seed, positive, task), network_class(model)
     study = None
     if trials and search:
         study = tune(dm, out/'search', search, hparams, trials, trial_epochs, seed, group=name, settings=settings,
-                     **trainer_kw)
+                     model=model, **trainer_kw)
     hp = hparams | (study.best_params if study else {})
     config = dict(hp, seed=seed, batch_size=batch_size, data_sha256=dm.data_hash, spec_sha256=dm.spec.hash,
-                  run_dir=str(run_dir))
+                  run_dir=str(run_dir), task=dm.task.kind, model=model or DEFAULT_MODEL)
     loggers = make_loggers(out, name, config, settings=settings)
-    try: trainer, _ = fit(dm, out, hp, seed, loggers=loggers, max_epochs=max_epochs, **trainer_kw)
+    try: trainer, _ = fit(dm, out, hp, seed, loggers=loggers, model=model, max_epochs=max_epochs, **trainer_kw)
     finally: finish_tracking(loggers)
     if not trainer.is_global_zero: return {}
-    best = TabularNet.load_from_checkpoint(stage_file(out, 'checkpoint'), weights_only=True)
-    return _record(run_dir, out, dm, best, hp, study, trainer)
+    best = cls.load_from_checkpoint(stage_file(out, 'checkpoint'), weights_only=True)
+    return _record(run_dir, out, dm, best, hp, study, trainer, model or DEFAULT_MODEL)
 
 # %% ../nbs/04_train.ipynb #559fb1d9
-def _record(run_dir, out:Path, dm:TabularData, best:TabularNet, hp:dict, study, trainer) -> dict:
+def _record(run_dir, out:Path, dm:TabularData, best:TabularModule, hp:dict, study, trainer, model:str) -> dict:
     "Write metrics, hyperparameters and the manifest of a finished fit (rank zero)."
     best_epoch = int(torch.load(stage_file(out, 'checkpoint'), weights_only=True)['epoch'])
     metrics = dict(model={s: evaluate_split(best, dm, s) for s in ('valid', 'test')}, baseline=baseline(dm),
                    best_epoch=best_epoch, epochs_run=trainer.current_epoch)
-    chosen = dict(hparams=hp, positive=str(dm.positive), trials=_trials(study) if study else [])
+    chosen = dict(hparams=hp, task=dm.task.to_dict(), positive=dm.task.positive, model=model,
+                  trials=_trials(study) if study else [])
     write_atomic(stage_file(out, 'train_metrics'), json.dumps(metrics, indent=2))
     write_atomic(stage_file(out, 'hparams'), json.dumps(chosen, indent=2))
     inputs = [file_record(run_file(run_dir, r), r) for r in ('features', 'feature_spec', 'contract')]
     outputs = [file_record(stage_file(out, r), r)
                for r in ('checkpoint', 'last_checkpoint', 'train_metrics', 'hparams', 'learning_curves')]
-    update_manifest(out, inputs=inputs, outputs=outputs, spec_hash=dm.spec.hash, hparams=hp, metrics=metrics)
+    update_manifest(out, inputs=inputs, outputs=outputs, spec_hash=dm.spec.hash, hparams=hp, metrics=metrics,
+                    task=dm.task.to_dict(), model=chosen['model'])
     return metrics
+
+# %% ../nbs/04_train.ipynb #8f86bc0f
+def run_task(run_dir) -> Task:
+    "The task a run's train stage learned."
+    return task_from(json.loads(run_file(run_dir, 'hparams').read_text())['task'])
+
+def load_network(run_dir) -> TabularModule:
+    "The trained network of a run (its best checkpoint, its class from `hparams.json`), in eval mode."
+    cls = network_class(json.loads(run_file(run_dir, 'hparams').read_text()).get('model'))
+    return cls.load_from_checkpoint(run_file(run_dir, 'checkpoint'), weights_only=True).eval()
 
 # %% ../nbs/04_train.ipynb #15c75f9e
 def plot_learning_curves(metrics_csv):
-    "Training and validation loss, and validation AUROC, by epoch."
+    "Training and validation loss, and the task's other validation metric (AUROC, accuracy) where logged, by epoch."
     import matplotlib.pyplot as plt
     m = pl.read_csv(metrics_csv).group_by('epoch').agg(pl.all().drop_nulls().last()).sort('epoch')
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    other = next((c for c in ('val_auroc', 'val_acc') if c in m.columns), None)
+    fig, axes = plt.subplots(1, 2 if other else 1, figsize=(9 if other else 4.5, 3), squeeze=False)
     for col in ('train_loss', 'val_loss'):
-        if col in m.columns: a.plot(m['epoch'], m[col], marker='o', label=col)
-    a.set_xlabel('epoch')
-    a.legend()
-    b.plot(m['epoch'], m['val_auroc'], marker='o', color='tab:green')
-    b.set_xlabel('epoch')
-    b.set_title('val_auroc')
+        if col in m.columns: axes[0, 0].plot(m['epoch'], m[col], marker='o', label=col)
+    axes[0, 0].set_xlabel('epoch')
+    axes[0, 0].legend()
+    if other:
+        axes[0, 1].plot(m['epoch'], m[other], marker='o', color='tab:green')
+        axes[0, 1].set_xlabel('epoch')
+        axes[0, 1].set_title(other)
     fig.tight_layout()
     return fig

@@ -9,6 +9,7 @@ from mlsys.example import example_table, scenario
 from mlsys.monitor import drift_report, performance, reference_artifacts, reference_profile, Profile
 from mlsys.registry import Registry
 from mlsys.runtime import PredictionLog, log_window
+from mlsys.tasks import Task
 
 
 @pytest.fixture(scope='module')
@@ -57,9 +58,10 @@ def test_delayed_labels_join_by_request_id_and_a_drop_alerts(tmp_path):
     log.close()
     w = log_window(tmp_path/'log.sqlite', 'churn:1', 24, now)
     assert w.height == 600 and w['label'].is_not_null().sum() == 300 and w['tenure'].dtype == pl.Int64
-    perf = performance(w, 'Yes', 0.84, {'drift.min_labels': 200})
-    assert perf['labels'] == 300 and abs(perf['auc'] - 0.5) < 0.1 and perf['dropped']
-    assert not performance(w, 'Yes', 0.84, {'drift.min_labels': 400})['dropped']      # too few labels to judge
+    churn = Task('binary', 'churn', ['No', 'Yes'])
+    perf = performance(w, churn, 0.84, {'drift.min_labels': 200})
+    assert perf['labels'] == 300 and perf['metric'] == 'roc_auc' and abs(perf['value'] - 0.5) < 0.1 and perf['dropped']
+    assert not performance(w, churn, 0.84, {'drift.min_labels': 400})['dropped']      # too few labels to judge
 
 
 @pytest.fixture(scope='module')
