@@ -204,14 +204,18 @@ def _task_columns(m:LoadedModel, rows:pl.DataFrame, target:str|None) -> pl.DataF
 def reference_artifacts(train:pl.DataFrame,  # typed training rows, with the target
                         model_bytes:bytes,   # the shipped ONNX model
                         out:Path,            # where to write the profile and the sample
-                        sample_rows:int=5000, seed:int=0) -> dict[str, Path]:
-    "Profile typed training rows with the model's predictions and the labels; write the profile and a sample."
+                        sample_rows:int=5000, seed:int=0,
+                        held_out:pl.DataFrame|None=None, # typed rows the model did not train on, for its outputs
+                       ) -> dict[str, Path]:
+    "Profile typed training rows (inputs) and held-out rows (the model's outputs, labels); write it and a sample."
     m = LoadedModel(model_bytes, 'reference')
     c = m.contract
     train = _task_columns(m, train, c['target'])
+    seen = train if held_out is None else _task_columns(m, held_out, c['target'])
     numeric, categorical = contract_kinds(c)
     watched = (['probability', 'label'], []) if m.kind == 'regression' else (['probability'], ['prediction', 'label'])
-    prof = reference_profile(train, numeric + watched[0], categorical + watched[1])
+    prof = reference_profile(train, numeric, categorical)
+    prof.columns |= reference_profile(seen, *watched).columns
     sample = train.sample(min(sample_rows, train.height), seed=seed)
     return dict(drift_reference=write_atomic(stage_file(out, 'drift_reference'), prof.to_json()),
                 reference_sample=write_parquet_atomic(sample, stage_file(out, 'reference_sample')))

@@ -54,9 +54,10 @@ def run_lineage(run_dir:Path) -> tuple[dict, dict]:
 
 # %% ../nbs/12_register.ipynb #4e8be62c
 def run_reference(run_dir:Path, out:Path) -> dict[str, Path]:
-    "The drift reference of a run: its training split, scored by the model it shipped, profiled into `out`."
-    train = split_table(run_dir).filter(pl.col('split') == 'train').drop('split')
-    return reference_artifacts(train, run_file(run_dir, 'model').read_bytes(), out)
+    "The drift reference of a run: its training split's inputs, its validation split scored by its model, in `out`."
+    rows = split_table(run_dir)
+    train, valid = (rows.filter(pl.col('split') == s).drop('split') for s in ('train', 'valid'))
+    return reference_artifacts(train, run_file(run_dir, 'model').read_bytes(), out, held_out=valid)
 
 def run_register(run_dir:Path|str,          # a run directory whose stages before register succeeded
                  out:Path|str,              # the stage folder
