@@ -1,4 +1,4 @@
-"A pipeline's Airflow DAG, run by a real Airflow 3 (`airflow dags test`, SQLite metadata) in its own virtual environment."
+"A pipeline's Airflow DAG run by a real Airflow 3 (`airflow dags test`, SQLite metadata) in its own virtualenv."
 import json, os, subprocess
 from pathlib import Path
 import pytest
