@@ -29,17 +29,29 @@ def example_model(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def wheel_venv(tmp_path_factory):
-    "The mlsys wheel built from this checkout, and a new virtual environment with it, nbdev and pytest installed."
-    tmp = tmp_path_factory.mktemp('wheel')
-    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp/'dist'), str(ROOT)], check=True,
+def wheel(tmp_path_factory) -> Path:
+    "The mlsys wheel built from this checkout."
+    dist = tmp_path_factory.mktemp('dist')
+    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(dist), str(ROOT)], check=True,
                    capture_output=True, timeout=600)
-    wheel = next((tmp/'dist').glob('mlsys-*.whl'))
-    venv.create(tmp/'venv', with_pip=True)
-    r = subprocess.run([str(tmp/'venv'/'bin'/'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT/'constraints.txt'),
-                        str(wheel), 'nbdev>=3.3', 'pytest>=8'], capture_output=True, text=True, timeout=900)
+    return next(dist.glob('mlsys-*.whl'))
+
+
+def new_venv(path:Path, *requirements) -> SimpleNamespace:
+    "A new virtual environment at `path` with `requirements` installed (torch pinned to the CPU build)."
+    venv.create(path, with_pip=True)
+    r = subprocess.run([str(path/'bin'/'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT/'constraints.txt'),
+                        *map(str, requirements)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    return SimpleNamespace(wheel=wheel, venv=tmp/'venv', bin=tmp/'venv'/'bin')
+    return SimpleNamespace(venv=path, bin=path/'bin')
+
+
+@pytest.fixture(scope='session')
+def wheel_venv(tmp_path_factory, wheel):
+    "A new virtual environment with the mlsys wheel and all its extras, nbdev and pytest installed."
+    env = new_venv(tmp_path_factory.mktemp('wheel')/'venv', f'{wheel}[all]', 'nbdev>=3.3', 'pytest>=8')
+    env.wheel = wheel
+    return env
 
 
 def mlsys(*args, cwd=None, env=None, exe=None):
@@ -64,9 +76,9 @@ def server_env(home, **extra) -> dict:
 
 class Served:
     "A running `mlsys serve` process on loopback and a client for it."
-    def __init__(self, home, registry, wait_ready=True, env=None, **flags):
+    def __init__(self, home, registry, wait_ready=True, env=None, exe=None, **flags):
         self.port, self.home = free_port(), Path(home)
-        args = [str(BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
+        args = [str(exe or BIN/'mlsys'), 'serve', '--port', str(self.port), '--registry', str(registry)]
         for k, v in flags.items(): args += [f"--{k.replace('_', '-')}", str(v)]
         self.proc = subprocess.Popen(args, env=server_env(home, **(env or {})), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)

@@ -1,5 +1,5 @@
-"The built wheel, installed into a new virtual environment, runs the ingest job outside the repository."
-import json, os, subprocess, zipfile
+"The built wheel: its dependencies split into the core and extras; installed with `all`, it runs the ingest job."
+import json, os, re, subprocess, zipfile
 from pathlib import Path
 from conftest import mlsys
 
@@ -21,3 +21,28 @@ def test_wheel_installs_and_runs_ingest_outside_the_repo(tmp_path, wheel_venv):
     assert not list(work.iterdir())                                         # nothing written into the working dir
     check = subprocess.run([str(py), '-m', 'pip', 'check'], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout                              # the wheel's own dependencies hold
+
+
+def test_wheel_core_dependencies_leave_out_training_jobs_and_evaluation(wheel):
+    "The core requirements name no torch, Lightning, papermill or jupyter; each heavy library comes with an extra."
+    meta = zipfile.ZipFile(wheel).read(next(n for n in zipfile.ZipFile(wheel).namelist()
+                                            if n.endswith('.dist-info/METADATA'))).decode()
+    reqs = re.findall(r'^Requires-Dist: (.+)$', meta, re.M)
+    name = lambda r: re.match(r'[A-Za-z0-9_.-]+', r).group(0).lower()
+    core = {name(r) for r in reqs if 'extra ==' not in r}
+    extra = lambda e: {name(r) for r in reqs if f'extra == "{e}"' in r}
+    assert {'onnxruntime', 'polars', 'starlette', 'uvicorn', 'orjson', 'prometheus-client', 'scipy'} <= core
+    assert not core & {'torch', 'lightning', 'wandb', 'optuna', 'papermill', 'nbformat', 'ipykernel', 'shap',
+                       'captum', 'evidently', 'fairlearn', 'scikit-learn', 'matplotlib', 'pandas', 'jupyterlab'}
+    assert {'torch', 'lightning', 'onnx', 'onnxscript'} <= extra('train')
+    assert {'papermill', 'ipykernel', 'nbconvert'} <= extra('jobs')
+    assert {'shap', 'captum', 'evidently', 'fairlearn', 'mlsys'} <= extra('evaluate')
+    assert 'mlsys' in extra('all') and {'mlsys', 'nbdev', 'jupyterlab', 'pytest'} <= extra('dev')
+
+
+def test_installed_size_of_all(wheel_venv):
+    "The size of the `all` install, printed for the record (the core's is printed by tests/test_core_install.py)."
+    site = next(wheel_venv.venv.glob('lib/python3*/site-packages'))
+    mb = sum(p.stat().st_size for p in site.rglob('*') if p.is_file() and not p.is_symlink()) / 2**20
+    print(f"all install (with nbdev and pytest): {mb:.0f} MB in site-packages")
+    assert (site/'torch').is_dir() and (site/'papermill').is_dir()
