@@ -89,3 +89,15 @@ def test_core_monitors_a_batch(core, registry, tmp_path):
     assert r.returncode in (0, 1), r.stderr
     d = json.loads(r.stdout)
     assert d['model_version'] == 'churn:1' and d['rows'] == 1000 and d['status'] in ('ok', 'drift')
+
+
+def test_jobs_extra_runs_ingest_and_names_the_train_extra_before_the_rest_starts(tmp_path, wheel):
+    "`mlsys[jobs]` alone: the ingest stage runs; the whole pipeline stops before its first stage, naming `train`."
+    jobs = new_venv(tmp_path/'jobs-venv', f'{wheel}[jobs]')
+    env = _env(jobs, tmp_path/'home')
+    r = mlsys('run', '--example', '--stages', 'ingest', cwd=tmp_path, env=env, exe=jobs.bin/'mlsys')
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = mlsys('run', '--example', cwd=tmp_path, env=env, exe=jobs.bin/'mlsys')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert "mlsys run needs the 'train' extra" in r.stderr and 'pip install "mlsys[train]"' in r.stderr
+    assert len(list((tmp_path/'home'/'runs').iterdir())) == 1                  # no run directory for the refused run
