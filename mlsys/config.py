@@ -8,12 +8,14 @@ import configparser, datetime as dt, functools, hashlib, io, json, os, platform,
 from importlib import metadata, resources
 from pathlib import Path
 import polars as pl
+import yaml
 from fastcore.basics import AttrDict
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'settings_path', 'packaged_settings', 'parse_value', 'Settings', 'get_settings', 'home_dir', 'home_paths',
-           'new_run_id', 'run_file', 'stage_file', 'write_atomic', 'write_parquet_atomic', 'sha256_file', 'file_record',
-           'git_commit', 'environment_versions', 'read_manifest', 'update_manifest', 'record_outputs', 'as_list']
+__all__ = ['RUN_FILES', 'settings_path', 'packaged_settings', 'parse_value', 'Settings', 'get_settings', 'parse_assignments',
+           'parse_settings', 'home_dir', 'home_paths', 'new_run_id', 'run_file', 'stage_file', 'write_atomic',
+           'write_parquet_atomic', 'sha256_file', 'file_record', 'git_commit', 'environment_versions', 'read_manifest',
+           'update_manifest', 'record_outputs', 'as_list']
 
 # %% ../nbs/00_config.ipynb #0bd98822
 def settings_path() -> Path:
@@ -106,6 +108,21 @@ def get_settings(overrides:Settings|dict|None=None, # `{'section.key': value}`, 
             if (env := os.environ.get(f'MLSYS_{s}_{k}'.upper())) is not None: put(f'{s}.{k}', env, 'the environment')
     for dotted, value in (overrides or {}).items(): put(dotted, value, 'the overrides')
     return res
+
+# %% ../nbs/00_config.ipynb #43f889a4
+def _pairs(items:list[str]|None) -> list[tuple[str, str]]:
+    "`['k=v', ...]` as pairs, refusing an item without `=` or a key."
+    pairs = [i.partition('=') for i in items or []]
+    if bad := [k for k, eq, _ in pairs if not eq or not k.strip()]: raise ValueError(f"expected key=value, got {bad}")
+    return [(k.strip(), v) for k, _, v in pairs]
+
+def parse_assignments(items:list[str]|None) -> dict:
+    "Parameters `['k=v', ...]` from the command line, each value read as YAML (`3`, `[a, b]`, `null`)."
+    return {k: yaml.safe_load(v) for k, v in _pairs(items)}
+
+def parse_settings(items:list[str]|None) -> dict:
+    "Settings `['section.key=value', ...]` from the command line, values as typed (their setting types them)."
+    return dict(_pairs(items))
 
 # %% ../nbs/00_config.ipynb #ba37853d
 def home_dir(settings:Settings|dict|None=None # settings; None: `get_settings()`

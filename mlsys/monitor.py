@@ -6,6 +6,7 @@
 from __future__ import annotations
 import datetime as dt, hashlib, io, json, math, os, sys, time, urllib.request, warnings
 from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -336,9 +337,10 @@ def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, 
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out/'report.json', json.dumps(dict(drift=rep, performance=perf), indent=2, default=str))
     numeric, categorical = profile_kinds(profile, window.columns)
-    sample = pl.read_parquet(io.BytesIO(reg.read(name, v, 'reference_sample')))
-    snap, _ = evidently_report(sample, window.sample(min(window.height, 20_000), seed=0), numeric, categorical, s)
-    snap.save_html(str(out/'report.html'))
+    if find_spec('evidently'):   # the HTML report needs the 'evaluate' extra; the verdict above does not
+        sample = pl.read_parquet(io.BytesIO(reg.read(name, v, 'reference_sample')))
+        snap, _ = evidently_report(sample, window.sample(min(window.height, 20_000), seed=0), numeric, categorical, s)
+        snap.save_html(str(out/'report.html'))
     if decision['status'] == 'drift' and policy == 'retrain': decision['retrain'] = _retrain_request(window, m, out, s)
     return _record(decision, reg, name, out, s)
 

@@ -13,15 +13,16 @@ import yaml
 from jupyter_client.manager import AsyncKernelManager
 import mlsys
 from .config import (Settings, environment_versions, file_record, get_settings, git_commit, home_paths, new_run_id,
-                          read_manifest, run_file, sha256_file, update_manifest, write_atomic)
+                          parse_assignments, parse_settings, read_manifest, run_file, sha256_file, update_manifest,
+                          write_atomic)
 from .example import example_params
 from .registry import Registry
 
 # %% auto #0
 __all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'read_notebook', 'notebook_parameters',
-           'stage_parameters', 'load_pipeline', 'load_config', 'parse_assignments', 'parse_settings', 'job_plan',
-           'is_job_cell', 'job_view', 'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs',
-           'run_stage', 'stage_key', 'reuse', 'run_pipeline', 'retrain']
+           'stage_parameters', 'load_pipeline', 'load_config', 'job_plan', 'is_job_cell', 'job_view',
+           'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs', 'run_stage', 'stage_key', 'reuse',
+           'run_pipeline', 'retrain']
 
 # %% ../nbs/13_pipeline.ipynb #aec09a8e
 STAGES = {'ingest': '02_data.ipynb', 'features': '03_features.ipynb', 'train': '04_train.ipynb',
@@ -94,20 +95,6 @@ def load_config(path:str|Path|None) -> dict:
         raise ValueError(f"{path}: a job config has only params, stages and settings sections, "
                          f"not {sorted(bad) if isinstance(cfg, dict) else cfg!r}")
     return {k: dict(cfg.get(k) or {}) for k in ('params', 'stages', 'settings')}
-
-def _pairs(items:list[str]|None) -> list[tuple[str, str]]:
-    "`['k=v', ...]` as pairs, refusing an item without `=` or a key."
-    pairs = [i.partition('=') for i in items or []]
-    if bad := [k for k, eq, _ in pairs if not eq or not k.strip()]: raise ValueError(f"expected key=value, got {bad}")
-    return [(k.strip(), v) for k, _, v in pairs]
-
-def parse_assignments(items:list[str]|None) -> dict:
-    "Parameters `['k=v', ...]` from the command line, each value read as YAML (`3`, `[a, b]`, `null`)."
-    return {k: yaml.safe_load(v) for k, v in _pairs(items)}
-
-def parse_settings(items:list[str]|None) -> dict:
-    "Settings `['section.key=value', ...]` from the command line, values as typed (their setting types them)."
-    return dict(_pairs(items))
 
 # %% ../nbs/13_pipeline.ipynb #e7607ef9
 def job_plan(stages:list[Stage], config:dict, params:dict, base:dict|None=None) -> dict[str, dict]:

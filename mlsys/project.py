@@ -237,7 +237,7 @@ dynamic = ["version"]
 description = "Notebooks that are modules, docs pages, tests and production jobs, made with mlsys."
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["mlsys>={mlsys_version}"]
+dependencies = ["mlsys[all]>={mlsys_version}"]    # the jobs, training and evaluation extras: the pipeline runs
 
 [project.optional-dependencies]
 dev = ["nbdev>=3.3", "pytest>=8"]

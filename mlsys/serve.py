@@ -4,14 +4,17 @@
 
 # %% ../nbs/09_serve.ipynb #4dd1adbc
 from __future__ import annotations
-import asyncio, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets, time, uuid
+import asyncio, atexit, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets, shutil
+import tempfile, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 import numpy as np
 import orjson
 from fastcore.basics import patch
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -22,10 +25,11 @@ from .runtime import LoadedModel, PredictionLog, model_source
 from .tasks import score_of
 
 # %% auto #0
-__all__ = ['SHOWN_CHARS', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED', 'FEEDBACK_BYTES',
-           'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError', 'read_json',
-           'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'client_address', 'read_body',
-           'next_request_id', 'label_text', 'column_schema', 'label_schema', 'prediction_schema', 'create_app']
+__all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
+           'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
+           'read_json', 'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics',
+           'client_address', 'read_body', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
+           'prediction_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -196,8 +200,10 @@ def load(self:Server) -> bool:
     return changed
 
 # %% ../nbs/09_serve.ipynb #40d4ff14
+MULTIPROC_VARIABLE = 'PROMETHEUS_MULTIPROC_DIR'
+
 class _Metrics:
-    "The server's Prometheus metrics, in a registry of their own."
+    "The server's Prometheus metrics, in a registry of their own; summed over the worker processes when there are several."
     def __init__(self):
         self.registry = r = CollectorRegistry()
         self.requests = Counter('mlsys_requests', 'HTTP requests', ['route', 'status'], registry=r)
@@ -210,7 +216,21 @@ class _Metrics:
         self.shadow = Counter('mlsys_shadow', 'Shadow scorings', ['outcome'], registry=r)
         self.reloads = Counter('mlsys_model_reloads', 'Model versions swapped in', registry=r)
 
-    def text(self) -> bytes: return generate_latest(self.registry)
+    def text(self) -> bytes:
+        "The metrics in Prometheus's text format: this process's, or every worker's summed in multiprocess mode."
+        if not os.environ.get(MULTIPROC_VARIABLE): return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)
+        return generate_latest(summed)
+
+# %% ../nbs/09_serve.ipynb #9bc6f783
+def multiprocess_metrics(workers:int) -> Path|None:
+    "Before starting `workers` processes: a fresh folder for their summed metrics (removed at exit); None for one."
+    if workers <= 1: return None
+    folder = Path(tempfile.mkdtemp(prefix='mlsys-metrics-'))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[MULTIPROC_VARIABLE] = str(folder)   # read by prometheus_client when a worker imports it
+    return folder
 
 # %% ../nbs/09_serve.ipynb #2b12611c
 FAILED_BURST, FAILED_RATE, MAX_BUCKETS = 10.0, 1.0, 10_000

@@ -487,3 +487,26 @@ def test_an_empty_registry_leaves_the_server_alive_and_not_ready(tmp_path, expor
         _registry(reg.root, exported)
         s.wait(lambda: s.client.get('/readyz').status_code == 200)
     finally: s.stop()
+
+
+def _count(text:str, route:str='v1/predict', status:str='200') -> float:
+    "The requests counter of `route` and `status` in a Prometheus scrape."
+    want = f'mlsys_requests_total{{route="{route}",status="{status}"}}'
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(want))
+
+
+def test_metrics_add_up_across_workers(tmp_path, exported):
+    "Two worker processes: every scrape, whichever worker answers it, counts the requests both of them served."
+    with _serving(tmp_path, exported, workers=2) as (s, _):
+        rec = _record(s.client)
+        def fresh_ready():                                   # a new connection each: the workers share them out
+            with httpx.Client(base_url=s.base, timeout=30) as c: return c.get('/readyz').status_code == 200
+        s.wait(lambda: all(fresh_ready() for _ in range(12)))   # both workers have loaded the model
+        for _ in range(40):
+            with httpx.Client(base_url=s.base, timeout=30) as c:
+                assert c.post('/v1/predict', json=rec).status_code == 200
+        scrapes = []
+        for _ in range(8):
+            with httpx.Client(base_url=s.base, timeout=30) as c: scrapes.append(_count(c.get('/metrics').text))
+        assert scrapes == [40.0] * 8, scrapes
+
