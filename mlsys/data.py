@@ -9,16 +9,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import polars as pl
-import pandera.polars as pa
-from pandera.errors import SchemaErrors
 from .config import (as_list, file_record, get_settings, read_manifest, run_file, stage_file, update_manifest,
                           write_atomic, write_parquet_atomic)
 
 # %% auto #0
 __all__ = ['DTYPES', 'job_columns', 'ColumnRule', 'DataError', 'Contract', 'contract_from_dict', 'load_contract',
-           'infer_contract', 'as_polars', 'read_table', 'check_columns', 'cast_columns', 'row_schema', 'row_violations',
-           'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions', 'frame_feeds',
-           'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
+           'infer_contract', 'as_polars', 'read_table', 'check_columns', 'cast_columns', 'column_rules',
+           'row_violations', 'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions',
+           'frame_feeds', 'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
 
 # %% ../nbs/02_data.ipynb #597acd44
 def job_columns(target:str|None=None,      # label column
@@ -119,13 +117,16 @@ def as_polars(df) -> pl.DataFrame:
     if isinstance(df, pd.DataFrame): return pl.from_pandas(df)
     raise TypeError(f"expected a polars or pandas DataFrame, got {type(df).__name__}")
 
+def _time(e:pl.Expr, src:pl.DataType) -> pl.Expr:
+    "`e`, a column of type `src`, as UTC timestamps; unparseable text becomes null."
+    if src == pl.String: return e.str.strip_chars().str.to_datetime(strict=False, time_unit='us', time_zone='UTC')
+    if src == pl.Date: return e.cast(pl.Datetime('us')).dt.replace_time_zone('UTC')
+    if not src.is_temporal(): return pl.lit(None, dtype=DTYPES['datetime'])
+    return e.dt.replace_time_zone('UTC') if src.time_zone is None else e.dt.convert_time_zone('UTC')
+
 def _parse_time(s:pl.Series) -> pl.Series:
     "A column as UTC timestamps; unparseable text becomes null."
-    if s.dtype == pl.String:
-        s = s.str.strip_chars().str.to_datetime(strict=False, time_unit='us', time_zone='UTC')
-    if s.dtype == pl.Date: s = s.cast(pl.Datetime('us'))
-    if not s.dtype.is_temporal(): return pl.Series(s.name, [None]*len(s), dtype=DTYPES['datetime'])
-    return s.dt.replace_time_zone('UTC') if s.dtype.time_zone is None else s.dt.convert_time_zone('UTC')
+    return s.to_frame('t').with_columns(_time(pl.col('t'), s.dtype).alias('t'))['t'].alias(s.name)
 
 # %% ../nbs/02_data.ipynb #170d7de4
 def read_table(path:str|Path) -> pl.DataFrame:
@@ -157,33 +158,40 @@ def check_columns(df:pl.DataFrame, contract:Contract):
     if wrong: raise DataError(f"columns of the wrong type: {wrong}")
 
 # %% ../nbs/02_data.ipynb #455b4b36
-def _cast(s:pl.Series, dtype:str) -> pl.Series:
-    "One column as a contract type; what does not convert becomes null."
-    if dtype == 'datetime': return _parse_time(s)
-    if dtype == 'bool' and s.dtype == pl.String:
-        low = s.str.strip_chars().str.to_lowercase()
-        return low.replace_strict({'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False},
-                                  default=None, return_dtype=pl.Boolean)
-    if dtype == 'int64' and s.dtype.is_float(): return s.cast(pl.Int64, strict=False).set(s != s.round(), None)
-    src = s.str.strip_chars() if s.dtype == pl.String and dtype != 'string' else s
-    return src.cast(DTYPES[dtype], strict=False)
+_BOOLS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+
+def _typed(name:str, dtype:str, src:pl.DataType) -> pl.Expr:
+    "Column `name`, of type `src`, as the contract type `dtype`; what does not convert becomes null."
+    e = pl.col(name)
+    if dtype == 'datetime': return _time(e, src)
+    if dtype == 'bool' and src == pl.String:
+        return e.str.strip_chars().str.to_lowercase().replace_strict(_BOOLS, default=None, return_dtype=pl.Boolean)
+    if dtype == 'int64' and src.is_float():   # 3.5 is not an integer; 3.0 is
+        return pl.when(e != e.round()).then(None).otherwise(e.cast(pl.Int64, strict=False))
+    if dtype == 'string' and src == pl.String: return e.replace('', None)   # an empty text cell is a missing value
+    return (e.str.strip_chars() if src == pl.String else e).cast(DTYPES[dtype], strict=False)
+
+def _unconverted(name:str, src:pl.DataType, typed:pl.Expr) -> pl.Expr:
+    "True where a cell was present (not null, not blank text) but did not convert."
+    e = pl.col(name)
+    return e.is_not_null() & typed.is_null() & (e.str.strip_chars() != '' if src == pl.String else True)
+
+def _typing(contract:Contract, schema:pl.Schema) -> tuple[list[pl.Expr], dict[str, pl.Expr]]:
+    "The typed columns, and where their cells did not convert (for the columns whose type changes)."
+    typed = {n: _typed(n, r.dtype, schema[n]) for n, r in contract.columns.items()}
+    return ([t.alias(n) for n, t in typed.items()],
+            {n: _unconverted(n, schema[n], t) for n, t in typed.items()
+             if schema[n] != DTYPES[contract.columns[n].dtype]})
 
 # %% ../nbs/02_data.ipynb #54618eca
 def cast_columns(raw:pl.DataFrame, contract:Contract) -> tuple[pl.DataFrame, pl.DataFrame]:
     "The table typed as the contract says, and the `type` violations of cells that did not convert."
-    typed, bad = {}, []
-    for name, rule in contract.columns.items():
-        s = raw[name]
-        typed[name] = t = _cast(s, rule.dtype).alias(name)
-        failed = s.is_not_null() & t.is_null()
-        if s.dtype == pl.String: failed &= s.str.strip_chars() != ''
-        if failed.any():
-            rows = pl.int_range(len(s), dtype=pl.Int64, eager=True).filter(failed)
-            bad.append(pl.DataFrame({'_row': rows, 'rule': 'type', 'column': name,
-                                     'value': s.filter(failed).cast(pl.String)}))
-    typed = pl.DataFrame(typed).with_columns([pl.col(n).replace('', None) for n, r in contract.columns.items()
-                                               if r.dtype == 'string' and raw[n].dtype == pl.String])
-    return typed, (pl.concat(bad) if bad else _no_violations())
+    typed, unconverted = _typing(contract, raw.schema)
+    rows = pl.int_range(raw.height, dtype=pl.Int64, eager=True)
+    bad = [pl.DataFrame({'_row': rows.filter(f), 'rule': 'type', 'column': f.name,
+                         'value': raw[f.name].filter(f).cast(pl.String)})
+           for f in raw.select(*[u.alias(n) for n, u in unconverted.items()]).iter_columns() if f.any()]
+    return raw.select(typed), (pl.concat(bad) if bad else _no_violations())
 
 # %% ../nbs/02_data.ipynb #0e9dcad8
 def _no_violations() -> pl.DataFrame:
@@ -191,46 +199,75 @@ def _no_violations() -> pl.DataFrame:
     return pl.DataFrame(schema={'_row': pl.Int64, 'rule': pl.String, 'column': pl.String, 'value': pl.String})
 
 # %% ../nbs/02_data.ipynb #bbc89822
-def _finite(data) -> pl.LazyFrame:
-    "pandera check: a float is finite or missing."
-    return data.lazyframe.select(pl.col(data.key).is_finite() | pl.col(data.key).is_null())
+def _isin(e:pl.Expr, values:list) -> pl.Expr:
+    "`e` is one of `values` (null if `e` is): a few equality tests are faster than a hash lookup for short lists."
+    return pl.any_horizontal([e == v for v in values]) if 0 < len(values) <= 8 else e.is_in(values)
 
-def _column_schema(rule:ColumnRule, unique:bool) -> pa.Column:
-    "The pandera column for one contract rule."
-    checks = []
-    if rule.min is not None: checks.append(pa.Check.ge(rule.min, name='range'))
-    if rule.max is not None: checks.append(pa.Check.le(rule.max, name='range'))
-    if rule.categories is not None: checks.append(pa.Check.isin(rule.categories, name='category'))
-    if rule.dtype == 'float64': checks.append(pa.Check(_finite, name='not_finite'))
-    return pa.Column(DTYPES[rule.dtype], checks=checks, nullable=rule.nullable, unique=unique)
+def _duplicated(e:pl.Expr) -> pl.Expr:
+    "True on every row whose value another row shares (missing values too): `is_duplicated`, at about half the cost."
+    return e.is_in(e.filter(~e.is_first_distinct()).implode(), nulls_equal=True)
 
-def row_schema(contract:Contract) -> pa.DataFrameSchema:
-    "The contract's row rules as a pandera schema."
-    return pa.DataFrameSchema({n: _column_schema(r, n == contract.id_column) for n, r in contract.columns.items()})
+def column_rules(name:str,         # the column
+                 rule:ColumnRule,  # its rules
+                 key:bool=False,   # is it the table's unique key?
+                ) -> dict[str, pl.Expr]:
+    "The row rules of a typed column: for each, an expression that is true on the rows that break it."
+    e, out = pl.col(name), {}
+    if rule.dtype == 'float64': out['not_finite'] = ~(e.is_finite() | e.is_null())
+    if not rule.nullable: out['null'] = e.is_null()
+    bounds = ([e < rule.min] if rule.min is not None else []) + ([e > rule.max] if rule.max is not None else [])
+    if bounds: out['range'] = pl.any_horizontal(bounds).fill_null(False)
+    if rule.categories is not None: out['category'] = (~_isin(e, rule.categories)).fill_null(False)
+    if key: out['duplicate_key'] = _duplicated(e)
+    return out
 
 # %% ../nbs/02_data.ipynb #1431912d
-_RULES = {'not_nullable': 'null', 'field_uniqueness': 'duplicate_key', 'greater_than_or_equal_to': 'range',
-          'less_than_or_equal_to': 'range', 'isin': 'category', 'not_finite': 'not_finite'}
-_CHECK = pl.col('check').str.extract(r'^(\w+)')
+def _rule_flags(contract:Contract, unconverted:dict[str, pl.Expr]) -> dict[tuple[str, str], pl.Expr]:
+    "The flag of every (rule, column); on a cell that is not a value at all, only the rule that says so."
+    flags = {('type', n): u for n, u in unconverted.items()}
+    for n, r in contract.columns.items():
+        rules = column_rules(n, r, key=n == contract.id_column)
+        invalid = [x for x in (unconverted.get(n), rules.get('not_finite')) if x is not None]
+        for rule, f in rules.items():
+            flags[rule, n] = f if rule == 'not_finite' or not invalid else f & ~pl.any_horizontal(invalid)
+    return flags
 
-def row_violations(typed:pl.DataFrame, contract:Contract) -> pl.DataFrame:
-    "Every row rule each row breaks: `_row`, `rule`, `column`, `value`."
-    try:
-        row_schema(contract).validate(typed, lazy=True)
-        return _no_violations()
-    except SchemaErrors as e: fc = e.failure_cases
-    if (odd := fc.filter(pl.col('index').is_null() | ~_CHECK.is_in(list(_RULES)))).height:
-        raise DataError(f"batch-level failures: {odd.select('column', 'check', 'failure_case').rows()}")
-    return fc.select(pl.col('index').cast(pl.Int64).alias('_row'), _CHECK.replace_strict(_RULES).alias('rule'),
-                     'column', pl.col('failure_case').cast(pl.String).alias('value'))
+def _checked(lf:pl.LazyFrame, contract:Contract, schema:pl.Schema) -> tuple[pl.LazyFrame, dict]:
+    "`lf` (rows as received, with `_row`) typed, and the flag of every (rule, column) over it."
+    typed, unconverted = _typing(contract, schema)
+    names = {n: f'_type{i}' for i, n in enumerate(unconverted)}
+    lf = lf.select(*typed, *[u.alias(names[n]) for n, u in unconverted.items()], '_row')
+    return lf, _rule_flags(contract, {n: pl.col(c) for n, c in names.items()})
+
+def _broken(name:str, rule:ColumnRule, key:bool) -> list[pl.Expr]:
+    "True on the rows that break any rule of the typed column (the key's uniqueness apart)."
+    e = pl.col(name)
+    ok = [e.is_finite()] if rule.dtype == 'float64' else []
+    if rule.min is not None: ok.append(e >= rule.min)
+    if rule.max is not None: ok.append(e <= rule.max)
+    if rule.categories is not None: ok.append(_isin(e, rule.categories))
+    out = [(~pl.all_horizontal(ok)).fill_null(not rule.nullable)] if ok else [e.is_null()] if not rule.nullable else []
+    return out + ([_duplicated(e)] if key else [])
+
+def _any_broken(contract:Contract, flags:dict) -> pl.Expr:
+    "True on the rows that break any rule: what the first pass asks, one expression per column."
+    exprs = [f for (rule, _), f in flags.items() if rule == 'type']
+    exprs += [b for n, r in contract.columns.items() for b in _broken(n, r, n == contract.id_column)]
+    return pl.any_horizontal(exprs) if exprs else pl.lit(False)
 
 # %% ../nbs/02_data.ipynb #47af88a5
-def _drop_shadowed(v:pl.DataFrame) -> pl.DataFrame:
-    "Drop rules reported on a cell that already broke `type` or `not_finite`."
-    invalid = v.filter(pl.col('rule').is_in(['type', 'not_finite'])).select('_row', 'column').unique()
-    shadowed = v.join(invalid, on=['_row', 'column'], how='semi').filter(~pl.col('rule').is_in(['type', 'not_finite']))
-    return (v.join(shadowed, on=['_row', 'rule', 'column'], how='anti').unique(maintain_order=True)
-            .sort('_row', 'column', 'rule'))
+def _violations(raw:pl.DataFrame, typed:pl.DataFrame, flags:dict) -> pl.DataFrame:
+    "The rules broken in `typed` (rows typed by `_checked`): typed values, except `type`'s from `raw` (the same rows)."
+    t = typed.with_columns(*[f.alias(f'_rule{i}') for i, f in enumerate(flags.values())])
+    parts = [pl.DataFrame({'_row': t['_row'].filter(f), 'rule': rule, 'column': col,
+                           'value': (raw if rule == 'type' else t)[col].filter(f).cast(pl.String)})
+             for i, (rule, col) in enumerate(flags) if (f := t[f'_rule{i}']).any()]
+    return pl.concat(parts).sort('_row', 'column', 'rule') if parts else _no_violations()
+
+def row_violations(raw:pl.DataFrame, contract:Contract) -> pl.DataFrame:
+    "Every rule that each row of `raw` (as received, with `_row`) breaks: `_row`, `rule`, `column`, `value`."
+    lf, flags = _checked(raw.lazy(), contract, raw.schema)
+    return _violations(raw, lf.collect(), flags)
 
 # %% ../nbs/02_data.ipynb #e2e08997
 @dataclass
@@ -258,23 +295,26 @@ def validate(table,                 # a path (CSV/parquet) or a polars/pandas fr
     raw = read_table(table) if isinstance(table, (str, Path)) else as_polars(table)
     if raw.height == 0: raise DataError("the table has no rows")
     check_columns(raw, contract)
-    typed, bad_types = cast_columns(raw, contract)
-    v = _drop_shadowed(pl.concat([bad_types, row_violations(typed, contract)]))
+    raw = raw.with_columns(_row=pl.int_range(pl.len(), dtype=pl.Int64))
+    lf, flags = _checked(raw.lazy(), contract, raw.schema)
+    lf = lf.with_columns(_bad=_any_broken(contract, flags))
+    accepted, suspects = pl.collect_all([lf.filter(~pl.col('_bad')).select(*contract.columns, '_row'),
+                                         lf.filter('_bad')])   # one pass over the batch: polars shares `lf`
+    res = _split(raw, accepted, suspects, flags, contract)
     limit = get_settings().data.max_quarantine_fraction if max_quarantine_fraction is None else max_quarantine_fraction
-    res = _split(raw, typed, v, contract)
     if res.quarantine_fraction > limit:
         raise DataError(f"{res.quarantine.height} of {res.n_input} rows ({res.quarantine_fraction:.1%}) break the "
                         f"contract, above the limit of {limit:.1%}; most common: {res.by_rule().head(3).rows()}")
     return res
 
 # %% ../nbs/02_data.ipynb #7d474558
-def _split(raw:pl.DataFrame, typed:pl.DataFrame, v:pl.DataFrame, contract:Contract) -> Validation:
-    "Accepted (typed) and quarantined (as received) rows, by the rows that broke a rule."
-    rows = pl.int_range(raw.height, dtype=pl.Int64, eager=True).alias('_row')
-    reasons = v.group_by('_row').agg(pl.struct('rule', 'column', 'value').alias('violations'))
-    accepted = typed.with_columns(rows).join(reasons, on='_row', how='anti')
-    quarantine = (raw.with_columns(rows).join(reasons, on='_row', how='inner').sort('_row')
-                  .cast({c: pl.String for c in raw.columns}))
+def _split(raw:pl.DataFrame, accepted:pl.DataFrame, suspects:pl.DataFrame, flags:dict,
+           contract:Contract) -> Validation:
+    "The outcome, from the accepted rows and the typed rows that broke a rule (`suspects`), with their reasons."
+    quarantine = raw[suspects['_row']]   # as received: `_row` is the row's position in `raw`
+    v = _violations(quarantine, suspects, flags)
+    reasons = v.group_by('_row', maintain_order=True).agg(pl.struct('rule', 'column', 'value').alias('violations'))
+    quarantine = quarantine.cast({c: pl.String for c in contract.columns}).with_columns(reasons['violations'])
     return Validation(accepted, quarantine, v, contract)
 
 # %% ../nbs/02_data.ipynb #fe341012
