@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_evaluate.ipynb #ade5bff4
 from __future__ import annotations
-import base64, io, json, re, time
+import base64, io, json, re, time, warnings
+from functools import partial
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -16,14 +17,17 @@ from .config import (file_record, get_settings, read_manifest, run_file, sha256_
                           write_atomic, write_parquet_atomic)
 from .data import run_columns
 from .features import FeatureSpec, OnlineFeatures, Transform, split_table
-from .runtime import roc_auc
-from .train import TabularData, TabularNet, baseline_scores
+from .tasks import HEADLINE, Task, f1_scores, log_loss, regression_metrics, roc_auc, task_from
+from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, load_network, network_class,
+                         predict, run_task)
 
 # %% auto #0
-__all__ = ['NO_INTENDED_USE', 'binary_metrics', 'choose_threshold', 'bootstrap', 'calibration', 'slice_metrics',
-           'fairness_report', 'mitigate', 'column_weights', 'Explainer', 'explainer_from_artifacts', 'plot_summary',
-           'plot_dependence', 'split_scores', 'evaluate_model', 'explain_model', 'plot_calibration',
-           'plot_selection_rates', 'model_card', 'card_html', 'run_evaluate']
+__all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold', 'bootstrap',
+           'multiclass_metrics', 'point_metrics', 'task_bootstrap', 'calibration', 'slice_metrics', 'fairness_report',
+           'task_group_metrics', 'task_fairness', 'mitigate', 'column_weights', 'Explainer', 'transform_players',
+           'explainer_from_artifacts', 'plot_summary', 'plot_dependence', 'split_scores', 'task_figures',
+           'evaluate_model', 'explain_model', 'plot_calibration', 'plot_selection_rates', 'plot_confusion',
+           'plot_regression', 'model_card', 'card_html', 'run_evaluate', 'report_head', 'report_plots']
 
 # %% ../nbs/05_evaluate.ipynb #cc8e4e44
 _SCORE_METRICS = dict(roc_auc=roc_auc, pr_auc=skm.average_precision_score,
@@ -76,11 +80,60 @@ def bootstrap(y:np.ndarray, p:np.ndarray, threshold:float=0.5, n:int=500, alpha:
     return {k: dict(value=point[k], low=float(np.quantile(v, alpha / 2)), high=float(np.quantile(v, 1 - alpha / 2)),
                     resamples=len(v)) for k, v in draws.items()}
 
+# %% ../nbs/05_evaluate.ipynb #e5cb45c9
+def multiclass_metrics(y:np.ndarray,  # class indices
+                       P:np.ndarray,  # class probabilities, rows × classes
+                       classes:list|None=None, # the class names, for the per-class ROC-AUC keys
+                      ) -> dict:
+    "Log loss, accuracy, macro and weighted F1, and the one-vs-rest ROC-AUC of each class and their mean."
+    y, P = np.asarray(y).astype(int), np.asarray(P, dtype=float)
+    pred, k = P.argmax(1), P.shape[1]
+    macro, weighted = f1_scores(y, pred, k)
+    auc = {f'roc_auc_{c}': roc_auc(y == i, P[:, i]) if 0 < (y == i).sum() < len(y) else float('nan')
+           for i, c in enumerate(classes or range(k))}
+    ovr = [v for v in auc.values() if not np.isnan(v)]
+    return dict(log_loss=log_loss(y, P), accuracy=float((pred == y).mean()), macro_f1=macro, weighted_f1=weighted,
+                roc_auc_ovr=float(np.mean(ovr)) if ovr else float('nan')) | auc
+
+# %% ../nbs/05_evaluate.ipynb #4e4ecf85
+def point_metrics(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None=None) -> dict:
+    "The task's metrics of outputs `out` (probability, probabilities or value) for targets `y` (`truth`)."
+    if task.kind == 'binary': return binary_metrics(y, out, 0.5 if threshold is None else threshold)
+    if task.kind == 'multiclass': return multiclass_metrics(y, out, task.classes)
+    return regression_metrics(np.asarray(y, dtype=float), np.asarray(out, dtype=float))
+
+# %% ../nbs/05_evaluate.ipynb #b01ec86c
+def _interval(fn, y:np.ndarray, out:np.ndarray, n:int, alpha:float, seed:int) -> dict:
+    "Each metric of `fn(y, out)` with its percentile interval over `n` bootstrap resamples (undefined draws left out)."
+    rng, draws, point = np.random.default_rng(seed), [], fn(y, out)
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        draws.append(fn(y[i], out[i]))
+    res = {}
+    for k, v in point.items():
+        d = np.array([x[k] for x in draws], dtype=float)
+        d = d[np.isfinite(d)]
+        lo, hi = (np.quantile(d, alpha / 2), np.quantile(d, 1 - alpha / 2)) if len(d) else (np.nan, np.nan)
+        res[k] = dict(value=float(v), low=float(lo), high=float(hi), resamples=len(d))
+    return res
+
+def task_bootstrap(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None=None, n:int=500,
+                   alpha:float=0.05, seed:int=0) -> dict:
+    "Each of the task's metrics with its `1 - alpha` percentile interval (binary: `bootstrap` at `threshold`)."
+    if task.kind == 'binary': return bootstrap(y, out, threshold, n, alpha, seed)
+    return _interval(partial(point_metrics, task), np.asarray(y), np.asarray(out, dtype=float), n, alpha, seed)
+
 # %% ../nbs/05_evaluate.ipynb #d14982e2
+def _quantile_bins(s:pl.Series, bins:int, labels:list[str]|None=None) -> pl.Series:
+    "Quantile bins of `s` (polars' `qcut`, deprecated for an experimental successor: its warning silenced)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return s.qcut(bins, labels=labels, allow_duplicates=True)
+
 def calibration(y:np.ndarray, p:np.ndarray, bins:int=10) -> pl.DataFrame:
     "Mean prediction, observed rate and count per quantile bin of `p`."
     df = pl.DataFrame({'y': np.asarray(y, dtype=float), 'p': np.asarray(p, dtype=float)})
-    df = df.with_columns(bin=pl.col('p').qcut(bins, labels=[str(i) for i in range(bins)], allow_duplicates=True))
+    df = df.with_columns(bin=_quantile_bins(df['p'], bins, [str(i) for i in range(bins)]))
     return (df.group_by('bin').agg(predicted=pl.col('p').mean(), observed=pl.col('y').mean(), n=pl.len())
               .sort('predicted'))
 
@@ -89,25 +142,40 @@ def _slice_keys(df:pl.DataFrame, column:str, bins:int) -> pl.Series:
     "Slice labels of a column: its values, or quantile bins for numbers with many values."
     s = df[column]
     if s.dtype.is_numeric() and s.n_unique() > bins:
-        return s.qcut(bins, allow_duplicates=True).cast(pl.String).fill_null('missing')
+        return _quantile_bins(s, bins).cast(pl.String).fill_null('missing')
     return s.cast(pl.String).fill_null('missing')
 
 # %% ../nbs/05_evaluate.ipynb #8c8096fa
+SLICE_METRIC = dict(binary='roc_auc', multiclass='accuracy', regression='mae')
+_SLICE_FN = dict(multiclass=lambda y, P: dict(accuracy=float((P.argmax(1) == y).mean())),
+                 regression=lambda y, v: dict(mae=float(np.abs(v - y).mean())))
+
+def _slice_interval(kind:str, y, p, threshold, n_boot:int, seed:int) -> dict:
+    "The slice metric's point and interval on one slice."
+    if kind == 'binary': return bootstrap(y, p, threshold, n_boot, seed=seed, keys=('roc_auc',))['roc_auc']
+    return _interval(_SLICE_FN[kind], y, p, n_boot, 0.05, seed)[SLICE_METRIC[kind]]
+
+# %% ../nbs/05_evaluate.ipynb #3b3c87a7
 def slice_metrics(df:pl.DataFrame, y:np.ndarray, p:np.ndarray, columns:list[str], threshold:float=0.5, bins:int=4,
-                  min_size:int=30, n_boot:int=200, margin:float=0.05, seed:int=0) -> pl.DataFrame:
-    "Metrics per slice of each column, flagged where ROC-AUC is significantly below the whole's."
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    overall, rows = roc_auc(y, p), []
+                  min_size:int=30, n_boot:int=200, margin:float=0.05, seed:int=0,
+                  task:Task|None=None, # the task (None: binary); its `SLICE_METRIC` is the one flagged
+                 ) -> pl.DataFrame:
+    "Metrics per slice of each column, flagged where the slice metric is significantly worse than the whole's."
+    kind = task.kind if task else 'binary'
+    name, y, p = SLICE_METRIC[kind], np.asarray(y, dtype=float if kind == 'regression' else int), np.asarray(p, float)
+    overall, rows = roc_auc(y, p) if kind == 'binary' else _SLICE_FN[kind](y, p)[name], []
     for c in columns:
         keys = _slice_keys(df, c, bins).to_numpy()
         for k in sorted(set(keys.tolist()), key=str):
             m = keys == k
-            row = dict(column=c, slice=str(k), n=int(m.sum()), positive_rate=float(y[m].mean()))
-            if m.sum() >= min_size and 0 < y[m].sum() < m.sum():
-                ci = bootstrap(y[m], p[m], threshold, n_boot, seed=seed, keys=('roc_auc',))['roc_auc']
-                row |= dict(roc_auc=ci['value'], low=ci['low'], high=ci['high'], flagged=ci['high'] < overall - margin)
+            row = dict(column=c, slice=str(k), n=int(m.sum()))
+            if kind == 'binary': row['positive_rate'] = float(y[m].mean())
+            if m.sum() >= min_size and (kind != 'binary' or 0 < y[m].sum() < m.sum()):
+                ci = _slice_interval(kind, y[m], p[m], threshold, n_boot, seed)
+                worse = ci['low'] > overall * (1 + margin) if kind == 'regression' else ci['high'] < overall - margin
+                row |= {name: ci['value'], 'low': ci['low'], 'high': ci['high'], 'flagged': worse}
             rows.append(row)
-    schema = dict(roc_auc=pl.Float64, low=pl.Float64, high=pl.Float64, flagged=pl.Boolean)
+    schema = {name: pl.Float64, 'low': pl.Float64, 'high': pl.Float64, 'flagged': pl.Boolean}
     return pl.DataFrame(rows, schema_overrides=schema)
 
 # %% ../nbs/05_evaluate.ipynb #69fe290a
@@ -142,6 +210,54 @@ def fairness_report(y:np.ndarray, pred:np.ndarray, df:pl.DataFrame, columns:list
         s['passed'] = bool(s['demographic_parity_difference'] <= gates.max_demographic_parity_difference and
                            s['equalized_odds_difference'] <= gates.max_equalized_odds_difference)
         res[name] = dict(summary=s, by_group=pl.from_pandas(mf.by_group.reset_index()))
+    return res
+
+# %% ../nbs/05_evaluate.ipynb #9a41ce17
+def _rate(i:int, y, pred) -> float:
+    "How often class `i` is predicted."
+    return float(np.mean(np.asarray(pred) == i))
+
+def _regression_group(key:str, y, v) -> float:
+    "One regression metric of a group, or the mean prediction or target."
+    if key == 'mean_prediction': return float(np.mean(v))
+    if key == 'mean_target': return float(np.mean(y))
+    return regression_metrics(np.asarray(y, dtype=float), np.asarray(v, dtype=float))[key]
+
+def task_group_metrics(task:Task) -> dict:
+    "The per-group metrics of the task's fairness report (functions of labels and predictions, for `MetricFrame`)."
+    from fairlearn.metrics import count
+    if task.kind == 'binary': return _group_metrics()
+    if task.kind == 'multiclass':
+        return dict(count=count, accuracy=skm.accuracy_score,
+                    macro_f1=partial(skm.f1_score, average='macro', zero_division=0),
+                    **{f'selection_rate_{c}': partial(_rate, i) for i, c in enumerate(task.classes)})
+    keys = ('mae', 'rmse', 'r2', 'mean_prediction', 'mean_target')
+    return dict(count=count, **{k: partial(_regression_group, k) for k in keys})
+
+# %% ../nbs/05_evaluate.ipynb #b4a8f5cc
+def _gate(by_group, metric:str, limit:float, min_rows:int) -> dict:
+    "The gate on `metric`'s difference between the groups of at least `min_rows` rows (none: nothing to compare)."
+    big = by_group.loc[by_group['count'] >= min_rows, metric].dropna()
+    diff = float(big.max() - big.min()) if len(big) >= 2 else None
+    small = {str(k): int(v) for k, v in by_group.loc[by_group['count'] < min_rows, 'count'].items()}
+    return dict(gate_metric=metric, gate_limit=limit, gate_min_rows=min_rows, gate_difference=diff,
+                ungated_groups=small, passed=diff is None or diff <= limit)
+
+def task_fairness(task:Task, y:np.ndarray, out:np.ndarray, # targets (`truth`) and the model's outputs
+                  df:pl.DataFrame, columns:list[str],      # the rows' raw columns, and the sensitive ones
+                  threshold:float|None=None, settings=None) -> dict:
+    "Per-group metrics, differences and the gate per sensitive column (binary: `fairness_report` at `threshold`)."
+    from fairlearn.metrics import MetricFrame
+    if task.kind == 'binary': return fairness_report(y, np.asarray(out) >= threshold, df, columns, settings)
+    g = get_settings(settings).gates
+    limit, min_rows = g.get('max_group_metric_difference', 0.1), g.get('min_group_rows', 30)
+    pred = np.asarray(out).argmax(1) if task.kind == 'multiclass' else np.asarray(out, dtype=float)
+    metrics, res = task_group_metrics(task), {}
+    for name, groups in _sensitive(df, columns).items():
+        mf = MetricFrame(metrics=metrics, y_true=np.asarray(y), y_pred=pred, sensitive_features=groups)
+        s = {f'{k}_difference': float(v) for k, v in mf.difference().drop('count').items()}
+        res[name] = dict(summary=s | _gate(mf.by_group, HEADLINE[task.kind], limit, min_rows),
+                         by_group=pl.from_pandas(mf.by_group.reset_index()))
     return res
 
 # %% ../nbs/05_evaluate.ipynb #0e1db3c0
@@ -184,54 +300,146 @@ def column_weights(spec:FeatureSpec, emb_dims:list[int]) -> tuple[list[str], np.
     return columns, w
 
 # %% ../nbs/05_evaluate.ipynb #8d4b2a0b
+def _gradient_path(model) -> bool:
+    "Whether the network is a `TabularNet` with its own `forward`, so gradients can integrate over its first layer."
+    return isinstance(model, TabularNet) and type(model).forward is TabularNet.forward
+
 class Explainer:
-    "SHAP values of the network's logit per raw column: expected gradients, integrated by quadrature."
-    def __init__(self, model, spec:FeatureSpec, background:tuple, steps:int=16):
-        from captum.attr import IntegratedGradients
-        self.model, self.spec, self.steps, self.background_features = model.eval(), spec, steps, background
-        self.columns, self.weights = column_weights(spec, [e.embedding_dim for e in model.embs])
-        with torch.no_grad():
-            self.background = self._inputs(*background)
-            self.base_value = float(self._logit(self.background).mean())
-        self._ig, self._online = IntegratedGradients(self._logit), OnlineFeatures(spec)
+    "SHAP values per raw column of what the network answers: the logit, the explained class's logit, or the value."
+    def __init__(self, model, spec:FeatureSpec, background:tuple,
+                 steps:int|None=None,   # quadrature points; None: 16, or 32 for multiclass logits (more curved paths)
+                 method:str='auto',     # gradients (a TabularNet), permutation (any network), auto: the one that fits
+                 permutations:int=4):   # permutation: orders sampled per row (antithetic pairs)
+        self.model, self.spec, self.background_features = model.eval(), spec, background
+        self.steps = steps or (32 if model.task.kind == 'multiclass' else 16)
+        self.task, self.permutations = model.task, permutations
+        self.method = ('gradients' if _gradient_path(model) else 'permutation') if method == 'auto' else method
+        emb = [e.embedding_dim for e in model.embs] if self.method == 'gradients' else [1] * background[1].shape[1]
+        self.columns, self.weights = column_weights(spec, emb)
+        with torch.no_grad(): self.base_values = self._raw(*background).mean(0).reshape(-1).numpy()
+        if self.method == 'gradients':
+            from captum.attr import IntegratedGradients
+            self.background, self._ig = self._inputs(*background), IntegratedGradients(self._head)
+        self._online = OnlineFeatures(spec)
 
-    def _inputs(self, num, cat):
-        "The network's first-layer inputs: numbers and the categories' embeddings."
-        return torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.model.embs)]], 1).detach()
+    @property
+    def base_value(self) -> float|list:
+        "The mean explained output over the background: one number, or one per class."
+        return float(self.base_values[0]) if len(self.base_values) == 1 else self.base_values.tolist()
 
-    def _logit(self, x):
-        "The logit from first-layer inputs."
-        return self.model.mlp(x).squeeze(1)
+# %% ../nbs/05_evaluate.ipynb #b92bca76
+@patch
+def _scale(self:Explainer, z:torch.Tensor) -> torch.Tensor:
+    "Raw outputs in the explained units: logits as they are, the standardized value in the target's units."
+    return z * self.task.std + self.task.mean if self.task.kind == 'regression' else z
+
+@patch
+def _raw(self:Explainer, num:torch.Tensor, cat:torch.Tensor) -> torch.Tensor:
+    "The explained outputs of feature rows: logits (per class for multiclass) or values."
+    return self._scale(self.model(num, cat))
+
+@patch
+def _inputs(self:Explainer, num, cat):
+    "A `TabularNet`'s first-layer inputs: numbers and the categories' embeddings."
+    return torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.model.embs)]], 1).detach()
+
+@patch
+def _head(self:Explainer, x):
+    "A `TabularNet`'s explained outputs from its first-layer inputs."
+    z = self.model.mlp(x)
+    return self._scale(z if self.task.kind == 'multiclass' else z.squeeze(1))
 
 # %% ../nbs/05_evaluate.ipynb #d3d69feb
 @patch
-def values(self:Explainer, num:torch.Tensor, cat:torch.Tensor, chunk:int=256) -> np.ndarray:
-    "Contributions per raw column (rows × columns), in logit units."
-    k, out = len(self.background), []
-    for s in range(0, len(num), chunk):
-        x = self._inputs(num[s:s + chunk], cat[s:s + chunk])
-        a = self._ig.attribute(x.repeat_interleave(k, 0), self.background.repeat(len(x), 1), n_steps=self.steps,
-                               method='gausslegendre', internal_batch_size=32_768)
-        out.append(a.reshape(len(x), k, -1).mean(1).detach().numpy() @ self.weights)
+def targets(self:Explainer, num:torch.Tensor, cat:torch.Tensor) -> torch.Tensor|None:
+    "The class explained for each row: the predicted one (multiclass); None for a one-output task."
+    if self.task.kind != 'multiclass': return None
+    with torch.no_grad(): return self._raw(num, cat).argmax(1)
+
+@patch
+def output(self:Explainer, num:torch.Tensor, cat:torch.Tensor, target=None) -> np.ndarray:
+    "What the values explain, per row: the logit, the `target` class's logit, or the value."
+    with torch.no_grad(): z = self._raw(num, cat)
+    return (z.gather(1, target[:, None]).squeeze(1) if self.task.kind == 'multiclass' else z).numpy()
+
+@patch
+def values(self:Explainer, num:torch.Tensor, cat:torch.Tensor, target=None, chunk:int=256) -> np.ndarray:
+    "Contributions per raw column (rows × columns), in the explained output's units; `target`: classes explained."
+    if target is None: target = self.targets(num, cat)
+    part = self._gradients if self.method == 'gradients' else self._permutation
+    out = [part(num[s:s + chunk], cat[s:s + chunk], None if target is None else target[s:s + chunk])
+           for s in range(0, len(num), chunk)]
     return np.concatenate(out) if out else np.zeros((0, len(self.columns)))
+
+# %% ../nbs/05_evaluate.ipynb #29b69827
+@patch
+def _gradients(self:Explainer, num, cat, target) -> np.ndarray:
+    "Expected gradients of a `TabularNet` over its background, by Gauss-Legendre quadrature, summed by raw column."
+    k, x = len(self.background), self._inputs(num, cat)
+    kw = {} if target is None else dict(target=target.repeat_interleave(k))
+    a = self._ig.attribute(x.repeat_interleave(k, 0), self.background.repeat(len(x), 1), n_steps=self.steps,
+                           method='gausslegendre', internal_batch_size=32_768, **kw)
+    return a.reshape(len(x), k, -1).mean(1).detach().numpy() @ self.weights
+
+# %% ../nbs/05_evaluate.ipynb #d04e43a3
+def transform_players(spec:FeatureSpec, columns:list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "The player (transform) of each `num` and `cat` input, and a matrix from players to raw `columns`."
+    ts = spec.numeric + spec.categorical
+    w = np.zeros((len(ts), len(columns)))
+    for i, t in enumerate(ts):
+        src = [t.column, t.other] if t.kind == 'ratio' else [t.column]
+        for c in src: w[i, columns.index(c)] = 1 / len(src)
+    n = len(spec.numeric)
+    return np.repeat(np.arange(n), 2), n + np.arange(len(spec.categorical)), w
+
+@patch
+def _permutation(self:Explainer, num, cat, target, seed:int=0) -> np.ndarray:
+    "Interventional Shapley values of any network, by sampled (antithetic) orders of its transforms, by raw column."
+    (bn, bc), (num_p, cat_p, w) = self.background_features, transform_players(self.spec, self.columns)
+    m, rows, k, rng, phi = len(w), len(num), len(bn), np.random.default_rng(seed), np.zeros((len(num), len(w)))
+    steps = torch.arange(m + 1)[:, None]
+    for r in range(self.permutations):
+        order = rng.permutation(m) if r % 2 == 0 else order[::-1]
+        rank = torch.from_numpy(np.argsort(order))        # the step at which each player takes the record's value
+        on_n, on_c = rank[num_p][None] < steps, rank[cat_p][None] < steps     # (steps, inputs)
+        zn = torch.where(on_n[None, None], num[:, None, None], bn[None, :, None]).reshape(-1, num.shape[1])
+        zc = torch.where(on_c[None, None], cat[:, None, None], bc[None, :, None]).reshape(-1, cat.shape[1])
+        with torch.no_grad(): z = self._raw(zn, zc)
+        if target is not None: z = z.gather(1, target.repeat_interleave(k * (m + 1))[:, None]).squeeze(1)
+        phi[:, order] += z.reshape(rows, k, m + 1).diff(dim=2).mean(1).numpy()
+    return phi / self.permutations @ w
 
 # %% ../nbs/05_evaluate.ipynb #677d721b
 @patch
+def _answer(self:Explainer, z:torch.Tensor, c:int|None) -> dict:
+    "What one record's explanation says it explains: the logit and probability (and the class), or the value."
+    if self.task.kind == 'binary':
+        return dict(base_value=float(self.base_values[0]), logit=float(z), probability=float(z.sigmoid()))
+    if self.task.kind == 'multiclass':
+        return {'base_value': float(self.base_values[c]), 'class': self.task.classes[c], 'logit': float(z[c]),
+                'probability': float(z.softmax(0)[c])}
+    return dict(base_value=float(self.base_values[0]), value=float(z))
+
+@patch
 def explain(self:Explainer, records:list[dict]) -> list[dict]:
-    "Per record: the base value, the logit, the probability and each raw column's contribution, largest first."
+    "Per record: the base value, what is explained (per task) and each raw column's contribution, largest first."
     feats = [self._online(r) for r in records]
     num = torch.tensor([f[0] for f in feats], dtype=torch.float32)
     cat = torch.tensor([f[1] for f in feats], dtype=torch.int64)
-    vals = self.values(num, cat)
-    with torch.no_grad(): logits = self.model(num, cat).numpy()
-    return [dict(base_value=self.base_value, logit=float(z), probability=float(1 / (1 + np.exp(-z))),
-                 contributions=dict(sorted(zip(self.columns, map(float, v)), key=lambda kv: -abs(kv[1]))))
-            for z, v in zip(logits, vals)]
+    target = self.targets(num, cat)
+    vals = self.values(num, cat, target)
+    with torch.no_grad(): z = self._raw(num, cat)
+    return [self._answer(z[i], None if target is None else int(target[i]))
+            | dict(contributions=dict(sorted(zip(self.columns, map(float, v)), key=lambda kv: -abs(kv[1]))))
+            for i, v in enumerate(vals)]
 
 # %% ../nbs/05_evaluate.ipynb #99cdcc8a
-def explainer_from_artifacts(checkpoint:bytes, spec_json:bytes|str, background_json:bytes|str) -> Explainer:
+def explainer_from_artifacts(checkpoint:bytes, spec_json:bytes|str, background_json:bytes|str,
+                             hparams_json:bytes|str|None=None, # the train stage's hparams.json: the network's class
+                            ) -> Explainer:
     "An `Explainer` from a checkpoint's bytes, a feature spec's JSON and a background sample's JSON (no pickle)."
-    net = TabularNet.load_from_checkpoint(io.BytesIO(checkpoint), weights_only=True, map_location='cpu')
+    cls = network_class(json.loads(hparams_json).get('model') if hparams_json else None)
+    net = cls.load_from_checkpoint(io.BytesIO(checkpoint), weights_only=True, map_location='cpu')
     spec = FeatureSpec([Transform(**t) for t in json.loads(spec_json)['transforms']])
     bg = json.loads(background_json)
     background = torch.tensor(bg['num'], dtype=torch.float32), torch.tensor(bg['cat'], dtype=torch.int64)
@@ -247,13 +455,15 @@ def _plot_values(df:pl.DataFrame, spec:FeatureSpec, columns:list[str]) -> np.nda
 
 # %% ../nbs/05_evaluate.ipynb #940cc0b8
 @patch
-def explanation(self:Explainer, df:pl.DataFrame, num, cat):
-    "A `shap.Explanation` of the rows of `df` (raw columns) whose features are `num`, `cat`."
+def explanation(self:Explainer, df:pl.DataFrame, num, cat, target=None):
+    "A `shap.Explanation` of the rows of `df` (raw columns) whose features are `num`, `cat` (classes: `target`)."
     import shap
     t0 = time.perf_counter()
-    v = self.values(num, cat)
-    return shap.Explanation(v, np.full(len(v), self.base_value), data=_plot_values(df, self.spec, self.columns),
-                            feature_names=self.columns, compute_time=time.perf_counter() - t0)
+    if target is None: target = self.targets(num, cat)
+    v = self.values(num, cat, target)
+    base = self.base_values[target.numpy()] if target is not None else np.full(len(v), self.base_values[0])
+    return shap.Explanation(v, base, data=_plot_values(df, self.spec, self.columns), feature_names=self.columns,
+                            compute_time=time.perf_counter() - t0)
 
 # %% ../nbs/05_evaluate.ipynb #ebb1059f
 def plot_summary(expl, max_display:int=12):
@@ -267,7 +477,7 @@ def plot_summary(expl, max_display:int=12):
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #cf95a9ae
-def plot_dependence(expl, df:pl.DataFrame, top:int=4):
+def plot_dependence(expl, df:pl.DataFrame, top:int=4, unit:str='logit'):
     "Contribution against raw value for the `top` columns by mean |SHAP| (categories as a box per value)."
     import matplotlib.pyplot as plt
     order = np.argsort(-np.abs(expl.values).mean(0))[:top]
@@ -281,43 +491,70 @@ def plot_dependence(expl, df:pl.DataFrame, top:int=4):
         else: ax.scatter(raw.cast(pl.Float64).to_numpy(), v, s=4, alpha=0.5)
         ax.set_title(name, fontsize=9)
         ax.axhline(0, color='gray', lw=0.5)
-    axes[0][0].set_ylabel('SHAP value (logit)')
+    axes[0][0].set_ylabel(f'SHAP value ({unit})')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #22413eae
-@torch.no_grad()
 def split_scores(model, dm:TabularData) -> dict[str, np.ndarray]:
-    "The network's probabilities of the positive class for every split."
-    model.eval()
-    return {s: model(t[0], t[1]).sigmoid().numpy().astype(np.float64) for s, t in dm.tensors.items()}
+    "The network's outputs for every split: the positive class's probability, class probabilities, or values."
+    return {s: predict(model, t[0], t[1]) for s, t in dm.tensors.items()}
+
+# %% ../nbs/05_evaluate.ipynb #32cafbfb
+def _counts(task:Task, y:dict) -> dict:
+    "Rows per split, and the test split's positive rate, class counts, or target mean and spread."
+    n = dict(valid=len(y['valid']), test=len(y['test']))
+    yt = np.asarray(y['test'])
+    if task.kind == 'binary': return n | dict(positive_rate_test=float(np.mean(yt)))
+    if task.kind == 'multiclass':
+        return n | dict(classes_test=dict(zip(task.classes, np.bincount(yt.astype(int), minlength=len(task.classes))
+                                              .tolist())))
+    return n | dict(mean_target_test=float(np.mean(yt)), std_target_test=float(np.std(yt)))
+
+def task_figures(task:Task, y:np.ndarray, out:np.ndarray, base:np.ndarray, th=None, th_base=None) -> dict:
+    "Confusion and calibration figures of the model's (and the baseline's) test outputs, per task."
+    if task.kind == 'binary':
+        return dict(confusion=dict(model=binary_metrics(y, out, th), baseline=binary_metrics(y, base, th_base)),
+                    calibration=calibration(y, out).to_dicts())
+    if task.kind == 'multiclass':
+        k = range(len(task.classes))
+        cm = {n: skm.confusion_matrix(y, o.argmax(1), labels=list(k)).tolist() for n, o in (('model', out),
+                                                                                              ('baseline', base))}
+        return dict(confusion=dict(classes=task.classes, **cm),
+                    calibration=calibration(out.argmax(1) == y, out.max(1)).to_dicts())
+    return dict(calibration=calibration(y, out).to_dicts())
 
 # %% ../nbs/05_evaluate.ipynb #452dfc8d
-def evaluate_model(y:dict, p:dict, p_base:dict, # labels, the model's and the baseline's scores, by split
+def evaluate_model(y:dict, p:dict, p_base:dict, # targets (`truth`), the model's and the baseline's outputs, by split
                    test_rows:pl.DataFrame,      # the test split's raw rows
                    sensitive:list[str], policy:str='f1', cost_fp:float=1.0, cost_fn:float=1.0, n_boot:int=500,
                    slice_columns:list|None=None, mitigation:str|None='demographic_parity',
-                   valid_rows:pl.DataFrame|None=None, settings=None, seed:int=0) -> dict:
-    "Metrics with intervals beside the baseline's, calibration, slices, fairness and mitigation; `y`, `p` by split."
-    th = choose_threshold(y['valid'], p['valid'], policy, cost_fp, cost_fn)
-    th_base = choose_threshold(y['valid'], p_base['valid'], policy, cost_fp, cost_fn)
-    yt, pt, pb = y['test'], p['test'], p_base['test']
-    ev = dict(policy=dict(name=policy, cost_fp=cost_fp, cost_fn=cost_fn), threshold=th, baseline_threshold=th_base,
-              n=dict(valid=len(y['valid']), test=len(yt), positive_rate_test=float(np.mean(yt))),
-              metrics=dict(model=bootstrap(yt, pt, th, n_boot, seed=seed),
-                           baseline=bootstrap(yt, pb, th_base, n_boot, seed=seed)),
-              confusion=dict(model=binary_metrics(yt, pt, th), baseline=binary_metrics(yt, pb, th_base)),
-              calibration=calibration(yt, pt).to_dicts(),
-              slices=slice_metrics(test_rows, yt, pt, slice_columns or [], th, seed=seed).to_dicts())
-    fair = fairness_report(yt, pt >= th, test_rows, sensitive, settings) if sensitive else {}
+                   valid_rows:pl.DataFrame|None=None, settings=None, seed:int=0,
+                   task:Task|None=None,         # the task; None: binary
+                  ) -> dict:
+    "Metrics with intervals beside the baseline's, the headline, calibration, slices, fairness and mitigation."
+    task = task or Task('binary', '', ['0', '1'])
+    binary, yt, pt, pb = task.kind == 'binary', y['test'], p['test'], p_base['test']
+    th, th_base = ((choose_threshold(y['valid'], q['valid'], policy, cost_fp, cost_fn) for q in (p, p_base))
+                   if binary else (None, None))
+    model, base = (task_bootstrap(task, yt, o, t, n_boot, seed=seed) for o, t in ((pt, th), (pb, th_base)))
+    name = HEADLINE[task.kind]
+    ev = dict(task=task.to_dict(), policy=dict(name=policy, cost_fp=cost_fp, cost_fn=cost_fn) if binary else None,
+              threshold=th, baseline_threshold=th_base, n=_counts(task, y), metrics=dict(model=model, baseline=base),
+              headline=dict(name=name, value=model[name]['value'], baseline=base[name]['value']),
+              **task_figures(task, yt, pt, pb, th, th_base),
+              slices=slice_metrics(test_rows, yt, pt, slice_columns or [], th, seed=seed, task=task).to_dicts())
+    fair = task_fairness(task, yt, pt, test_rows, sensitive, th, settings) if sensitive else {}
     ev['fairness'] = {k: dict(summary=v['summary'], by_group=v['by_group'].to_dicts()) for k, v in fair.items()}
     ev['fairness_passed'] = all(v['summary']['passed'] for v in fair.values())
-    if mitigation and sensitive and valid_rows is not None:
+    if binary and mitigation and sensitive and valid_rows is not None:
         ev['mitigation'] = mitigate(y['valid'], p['valid'], valid_rows.select(sensitive), yt, pt,
                                     test_rows.select(sensitive), th, mitigation, seed)
     return ev
 
 # %% ../nbs/05_evaluate.ipynb #b52f1174
+EXPLAINED = dict(binary='logit', multiclass="predicted class's logit", regression='value')
+
 def explain_model(model, dm:TabularData, test_rows:pl.DataFrame, rows:int=500, background:int=50, seed:int=0):
     "The explainer, a `shap.Explanation` of up to `rows` test rows, those rows, and a summary."
     g = torch.Generator().manual_seed(seed)
@@ -326,46 +563,101 @@ def explain_model(model, dm:TabularData, test_rows:pl.DataFrame, rows:int=500, b
     ex = Explainer(model, dm.spec, (num[bg], cat[bg]))
     num, cat, _ = dm.tensors['test']
     pick = torch.randperm(len(num), generator=g)[:rows].sort().values
-    explained = test_rows[pick.numpy()]
-    expl = ex.explanation(explained, num[pick], cat[pick])
-    with torch.no_grad(): logit = model(num[pick], cat[pick]).numpy()
-    err = np.abs(ex.base_value + expl.values.sum(1) - logit)
+    explained, target = test_rows[pick.numpy()], ex.targets(num[pick], cat[pick])
+    expl = ex.explanation(explained, num[pick], cat[pick], target)
+    err = np.abs(expl.base_values + expl.values.sum(1) - ex.output(num[pick], cat[pick], target))
     imp = sorted(zip(ex.columns, np.abs(expl.values).mean(0).tolist()), key=lambda kv: -kv[1])
-    summary = dict(rows=len(pick), background=background, base_value=ex.base_value, importance=dict(imp),
-                   additivity_max_error=float(err.max()), additivity_median_error=float(np.median(err)),
+    summary = dict(rows=len(pick), background=background, method=ex.method, explained=EXPLAINED[dm.task.kind],
+                   base_value=ex.base_value, importance=dict(imp), additivity_max_error=float(err.max()),
+                   additivity_median_error=float(np.median(err)),
                    ms_per_row=expl.compute_time / max(len(pick), 1) * 1e3)
+    if target is not None: summary['importance_by_class'] = _by_class(ex, expl.values, target.numpy())
     return ex, expl, explained, summary
 
+def _by_class(ex:Explainer, values:np.ndarray, target:np.ndarray) -> dict:
+    "Mean |SHAP| per column among the rows explained for each class."
+    return {c: dict(zip(ex.columns, np.abs(values[target == i]).mean(0).tolist()))
+            for i, c in enumerate(ex.task.classes) if (target == i).any()}
+
 # %% ../nbs/05_evaluate.ipynb #46ad30dd
+_CALIBRATION_AXES = dict(
+    binary=('mean predicted probability', 'observed rate', 'calibration (test)'),
+    multiclass=("mean probability of the predicted class", 'accuracy', 'top-class calibration (test)'),
+    regression=('mean predicted value', 'mean target', 'mean target per bin of predictions (test)'))
+
 def plot_calibration(ev:dict):
-    "Observed rate against mean prediction per bin (the diagonal is perfect calibration)."
+    "Observed rate (accuracy, mean target) against mean prediction per bin (the diagonal is perfect calibration)."
     import matplotlib.pyplot as plt
-    cal = pl.DataFrame(ev['calibration'])
+    cal, kind = pl.DataFrame(ev['calibration']), task_from(ev['task']).kind if 'task' in ev else 'binary'
+    xl, yl, title = _CALIBRATION_AXES[kind]
+    lo, hi = (0, 1) if kind != 'regression' else (min(cal['predicted'].min(), cal['observed'].min()),
+                                                   max(cal['predicted'].max(), cal['observed'].max()))
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
-    ax.plot([0, 1], [0, 1], color='gray', lw=0.8, ls='--')
+    ax.plot([lo, hi], [lo, hi], color='gray', lw=0.8, ls='--')
     ax.plot(cal['predicted'], cal['observed'], marker='o')
-    ax.set_xlabel('mean predicted probability')
-    ax.set_ylabel('observed rate')
-    ax.set_title('calibration (test)')
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/05_evaluate.ipynb #ad6f9f57
+FAIRNESS_BARS = dict(binary=('selection_rate', 'true_positive_rate'), multiclass=('accuracy', 'macro_f1'),
+                     regression=('mean_target', 'mean_prediction', 'mae'))
+
 def plot_selection_rates(ev:dict):
-    "Selection rate and true-positive rate per group of each sensitive column."
+    "The task's group metrics (`FAIRNESS_BARS`) per group of each sensitive column, and the gate's result."
     import matplotlib.pyplot as plt
     fair, width = ev['fairness'], max(len(ev['fairness']), 1)
+    task = task_from(ev['task']) if 'task' in ev else Task('binary', '', ['0', '1'])
+    bars, metrics = FAIRNESS_BARS[task.kind], task_group_metrics(task)
     fig, axes = plt.subplots(1, width, figsize=(3.4 * width, 3), squeeze=False)
     for ax, (name, r) in zip(axes[0], fair.items()):
         g = pl.DataFrame(r['by_group'])
-        keys = [c for c in g.columns if c not in _group_metrics()]
+        keys = [c for c in g.columns if c not in metrics]
         labels = [' & '.join(map(str, row)) for row in g.select(keys).rows()]
-        x = np.arange(len(g))
-        ax.bar(x - 0.2, g['selection_rate'], 0.4, label='selection rate')
-        ax.bar(x + 0.2, g['true_positive_rate'], 0.4, label='true-positive rate')
+        x, w = np.arange(len(g)), 0.8 / len(bars)
+        for i, b in enumerate(bars): ax.bar(x + (i - (len(bars) - 1) / 2) * w, g[b], w, label=b.replace('_', ' '))
         ax.set_xticks(x, labels, rotation=30, ha='right', fontsize=7)
         ax.set_title(f"{name}: {'pass' if r['summary']['passed'] else 'FAIL'}", fontsize=9)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/05_evaluate.ipynb #d62c7fd2
+def plot_confusion(ev:dict):
+    "The multiclass model's confusion matrix on the test split (rows: true class; columns: predicted)."
+    import matplotlib.pyplot as plt
+    c = ev['confusion']
+    cm, classes = np.array(c['model']), c['classes']
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 1.8, 1.0 * len(classes) + 1.4))
+    ax.imshow(cm, cmap='Blues')
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, v, ha='center', va='center', color='white' if v > cm.max() / 2 else 'black')
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha='right')
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title('confusion matrix (test)', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/05_evaluate.ipynb #1bdaa0f7
+def plot_regression(y:np.ndarray, v:np.ndarray, target:str=''):
+    "Predicted against actual values, and residuals against predictions, on the test split."
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4))
+    lo, hi = float(min(y.min(), v.min())), float(max(y.max(), v.max()))
+    a.plot([lo, hi], [lo, hi], color='gray', lw=0.8, ls='--')
+    a.scatter(y, v, s=6, alpha=0.6)
+    a.set_xlabel(f'actual {target}')
+    a.set_ylabel('predicted')
+    a.set_title('predicted against actual (test)', fontsize=9)
+    b.axhline(0, color='gray', lw=0.8, ls='--')
+    b.scatter(v, y - v, s=6, alpha=0.6)
+    b.set_xlabel('predicted')
+    b.set_ylabel('residual (actual - predicted)')
+    b.set_title('residuals (test)', fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -383,39 +675,60 @@ def _metric_table(ev:dict) -> str:
 # %% ../nbs/05_evaluate.ipynb #ee140a50
 def _slice_table(ev:dict) -> str:
     "The flagged slices, as a Markdown table."
+    name = SLICE_METRIC[ev.get('task', {}).get('kind', 'binary')]
     flagged = [s for s in ev['slices'] if s.get('flagged')]
     if not flagged: return 'No slice is significantly worse than the whole test split.'
-    rows = [f"| {s['column']} | {s['slice']} | {s['n']} | {s['roc_auc']:.3f} [{s['low']:.3f}, {s['high']:.3f}] |"
+    rows = [f"| {s['column']} | {s['slice']} | {s['n']} | {s[name]:.3f} [{s['low']:.3f}, {s['high']:.3f}] |"
             for s in flagged]
-    return '\n'.join(['| column | slice | rows | ROC-AUC [95% CI] |', '|---|---|---|---|', *rows])
+    return '\n'.join([f'| column | slice | rows | {name} [95% CI] |', '|---|---|---|---|', *rows])
 
 # %% ../nbs/05_evaluate.ipynb #a316ca1c
 def _fairness_table(ev:dict) -> str:
     "Fairness gaps and gate results per sensitive column, as a Markdown table."
-    rows = [f"| {k} | {v['summary']['demographic_parity_difference']:.3f} | "
-            f"{v['summary']['equalized_odds_difference']:.3f} | {'pass' if v['summary']['passed'] else '**fail**'} |"
-            for k, v in ev['fairness'].items()]
-    head = '| sensitive columns | demographic-parity difference | equalized-odds difference | gate |'
-    return '\n'.join([head, '|---|---|---|---|', *rows])
+    if not ev['fairness']: return 'No sensitive column was named: fairness was not assessed.'
+    summaries = {k: v['summary'] for k, v in ev['fairness'].items()}
+    if ev.get('task', {}).get('kind', 'binary') == 'binary':
+        rows = [f"| {k} | {s['demographic_parity_difference']:.3f} | {s['equalized_odds_difference']:.3f} | "
+                f"{'pass' if s['passed'] else '**fail**'} |" for k, s in summaries.items()]
+        head = '| sensitive columns | demographic-parity difference | equalized-odds difference | gate |'
+        return '\n'.join([head, '|---|---|---|---|', *rows])
+    first = next(iter(summaries.values()))
+    keys = [k for k in first if k.endswith('_difference') and not k.startswith(('selection_rate', 'gate'))]
+    def gated(s):
+        "The gated difference, or why there is none."
+        return 'none: no two groups large enough' if s['gate_difference'] is None else f"{s['gate_difference']:.3f}"
+    rows = [f"| {k} | " + ' | '.join(f"{s[d]:.3f}" for d in keys) + f" | {gated(s)} | "
+            f"{'pass' if s['passed'] else '**fail**'} |" for k, s in summaries.items()]
+    head = '| sensitive columns | ' + ' | '.join(k.replace('_', ' ') for k in keys) + ' | gated difference | gate |'
+    small = sorted({f'{g} ({n} rows)' for s in summaries.values() for g, n in s['ungated_groups'].items()})
+    note = (f"\n\nGate: {first['gate_metric']} difference at most {first['gate_limit']} between the groups of at "
+            f"least {first['gate_min_rows']} test rows" + (f"; not gated: {', '.join(small)}." if small else '.'))
+    return '\n'.join([head, '|' + '---|' * (len(keys) + 3), *rows]) + note
 
 # %% ../nbs/05_evaluate.ipynb #06c740e5
 def _limitations(ev:dict, shap_summary:dict) -> list[str]:
     "What the figures say the model should not be trusted with."
-    out = [f"{s['column']} = {s['slice']}: ROC-AUC {s['roc_auc']:.3f}, significantly below the whole."
+    kind = ev.get('task', {}).get('kind', 'binary')
+    name, head = SLICE_METRIC[kind], ev['headline']['name'] if 'headline' in ev else 'roc_auc'
+    out = [f"{s['column']} = {s['slice']}: {name} {s[name]:.3f}, significantly worse than the whole."
            for s in ev['slices'] if s.get('flagged')]
-    out += [f"Fairness gate failed on {k} (DP difference {v['summary']['demographic_parity_difference']:.3f}, "
-            f"EO difference {v['summary']['equalized_odds_difference']:.3f})."
+    gaps = ('demographic_parity_difference', 'equalized_odds_difference', f'{head}_difference')
+    out += [f"Fairness gate failed on {k} ("
+            + ', '.join(f"{d.replace('_', ' ')} {x:.3f}" for d, x in v['summary'].items() if d in gaps) + ")."
             for k, v in ev['fairness'].items() if not v['summary']['passed']]
-    m, b = ev['metrics']['model']['roc_auc'], ev['metrics']['baseline']['roc_auc']
+    small = sorted({g for v in ev['fairness'].values() for g in v['summary'].get('ungated_groups', {})})
+    if small: out.append(f"Groups too small to gate, whose figures are noise: {', '.join(small)}.")
+    m, b = ev['metrics']['model'][head], ev['metrics']['baseline'][head]
     if m['low'] <= b['value']:
-        out.append(f"The network's ROC-AUC ({m['value']:.3f}) is not significantly above the baseline's "
+        out.append(f"The network's {head} ({m['value']:.3f}) is not significantly above the baseline's "
                    f"({b['value']:.3f}).")
-    gap = max(abs(c['predicted'] - c['observed']) for c in ev['calibration'])
-    out.append(f"Largest calibration gap between predicted and observed rates in a bin: {gap:.3f}.")
+    if kind != 'regression':
+        gap = max(abs(c['predicted'] - c['observed']) for c in ev['calibration'])
+        out.append(f"Largest calibration gap between predicted and observed rates in a bin: {gap:.3f}.")
     out.append(f"Evaluated on {ev['n']['test']} test rows: intervals are wide for small slices, and slices under "
                "30 rows are not tested.")
-    out.append("SHAP values assume independent columns and explain the logit, not causes; correlated columns "
-               "share credit.")
+    out.append(f"SHAP values assume independent columns and explain the {shap_summary.get('explained', 'logit')}, "
+               "not causes; correlated columns share credit.")
     return out
 
 # %% ../nbs/05_evaluate.ipynb #15119616
@@ -431,27 +744,39 @@ def _mitigation_text(mit:dict|None) -> str:
 
 def _explanation_text(shap_summary:dict, img) -> str:
     "The explanations section of the card: the top columns by mean |SHAP| and the additivity check."
-    top = list(shap_summary['importance'].items())[:8]
+    top, what = list(shap_summary['importance'].items())[:8], shap_summary.get('explained', 'logit')
     table = '\n'.join(['| column | mean abs SHAP |', '|---|---|', *[f'| {k} | {v:.4f} |' for k, v in top]])
-    return (f"## Explanations\n\nMean |SHAP| (logit units) over {shap_summary['rows']} test rows, by raw column:\n\n"
-            f"{table}\n\nAdditivity: base value + contributions matches the logit within "
-            f"{shap_summary['additivity_max_error']:.4f} (median {shap_summary['additivity_median_error']:.4f}); "
-            f"{shap_summary['ms_per_row']:.1f} ms per explained row.\n\n"
-            f"{img('shap_summary')}\n\n{img('shap_dependence')}")
+    return (f"## Explanations\n\nMean |SHAP| (in units of the {what}) over {shap_summary['rows']} test rows, by raw "
+            f"column ({shap_summary.get('method', 'gradients')}):\n\n{table}\n\nAdditivity: base value + "
+            f"contributions matches the {what} within {shap_summary['additivity_max_error']:.4f} (median "
+            f"{shap_summary['additivity_median_error']:.4f}); {shap_summary['ms_per_row']:.1f} ms per explained row."
+            f"\n\n{img('shap_summary')}\n\n{img('shap_dependence')}")
 
 # %% ../nbs/05_evaluate.ipynb #eede4a22
+def _metrics_intro(ev:dict) -> str:
+    "The card's sentence on how the metrics were taken, per task."
+    n, kind = ev['n'], ev.get('task', {}).get('kind', 'binary')
+    if kind == 'binary':
+        return (f"Decision threshold {ev['threshold']:.4f}, chosen on the validation split by the "
+                f"`{ev['policy']['name']}` policy (baseline: {ev['baseline_threshold']:.4f}). {n['test']} test rows, "
+                f"positive rate {n['positive_rate_test']:.3f}.")
+    if kind == 'multiclass':
+        counts = ', '.join(f'{c} {k}' for c, k in n['classes_test'].items())
+        return f"{n['test']} test rows ({counts}); the predicted class is the likeliest (no threshold)."
+    return f"{n['test']} test rows; target mean {n['mean_target_test']:.4g}, spread {n['std_target_test']:.4g}."
+
 def model_card(ev:dict, shap_summary:dict, lineage:dict, intended_use:str, plots:dict[str, str]) -> str:
     "The model card, in Markdown; `plots` maps a name to an image path relative to the card."
-    def img(k): return f"![{k}]({plots[k]})" if k in plots else ''
-    n = ev['n']
+    def img(*ks): return '\n\n'.join(f"![{k}]({plots[k]})" for k in ks if k in plots)
+    h = ev.get('headline')
+    head = f" Headline ({h['name']}): {h['value']:.3f}, baseline {h['baseline']:.3f}." if h else ''
     return '\n\n'.join([
         f"# Model card: {lineage.get('run_id', 'model')}",
         f"## Intended use\n\n{intended_use}",
         "## Training data and contract\n\n" + '\n'.join(f"- {k}: `{v}`" for k, v in lineage.items()),
-        f"## Metrics\n\nDecision threshold {ev['threshold']:.4f}, chosen on the validation split by the "
-        f"`{ev['policy']['name']}` policy (baseline: {ev['baseline_threshold']:.4f}). {n['test']} test rows, positive "
-        f"rate {n['positive_rate_test']:.3f}. Intervals: bootstrap percentile, 95%.\n\n{_metric_table(ev)}\n\n"
-        f"{img('calibration')}",
+        f"## Metrics\n\nTask: {ev.get('task', {}).get('kind', 'binary')}.{head} {_metrics_intro(ev)} Intervals: "
+        f"bootstrap percentile, 95%.\n\n{_metric_table(ev)}\n\n"
+        + img('confusion', 'calibration', 'predicted_vs_actual'),
         f"## Slices\n\n{_slice_table(ev)}",
         f"## Fairness\n\n{_fairness_table(ev)}\n\n{img('fairness')}" + _mitigation_text(ev.get('mitigation')),
         _explanation_text(shap_summary, img),
@@ -476,34 +801,38 @@ def card_html(markdown_text:str, folder:Path) -> str:
 # %% ../nbs/05_evaluate.ipynb #2670f0e1
 def run_evaluate(run_dir,                 # a run directory whose features and train stages succeeded
                  out,                     # the stage folder
-                 policy:str='f1',         # the threshold policy: f1 or cost
+                 policy:str='f1',         # binary: the threshold policy, f1 or cost
                  cost_fp:float=1.0, cost_fn:float=1.0,    # the costs of a false positive and a false negative
                  n_boot:int=500,          # bootstrap resamples per interval
-                 mitigation:str|None='demographic_parity', # `ThresholdOptimizer` constraint to report, or None
+                 mitigation:str|None='demographic_parity', # binary: `ThresholdOptimizer` constraint to report, or None
                  explain_rows:int=500,    # test rows explained with SHAP values
                  background_rows:int=50,  # background sample of the explainer (training rows)
                  intended_use:str='',     # the model card's intended use; '' says it was not stated
                  settings=None,           # settings (resolved by the runner) or overrides
                  seed:int=0) -> dict:
     "The evaluate job: score, evaluate, explain; write metrics, tables, plots, the model card and the manifest."
-    positive = json.loads(run_file(run_dir, 'hparams').read_text())['positive']
-    model = TabularNet.load_from_checkpoint(run_file(run_dir, 'checkpoint'), weights_only=True).eval()
-    dm = TabularData(run_dir, positive=positive)
+    task, model = run_task(run_dir), load_network(run_dir)
+    dm = TabularData(run_dir, positive=task.positive, task=task.kind)
     rows = split_table(run_dir)
     valid, test = rows.filter(pl.col('split') == 'valid'), rows.filter(pl.col('split') == 'test')
-    y, sensitive = {s: t[2].numpy() for s, t in dm.tensors.items()}, run_columns(run_dir)['sensitive_columns']
-    ev = evaluate_model(y, split_scores(model, dm), baseline_scores(dm), test, sensitive, policy, cost_fp, cost_fn,
-                        n_boot, dm.spec.inputs, mitigation, valid, settings, seed)
+    out_model, sensitive = split_scores(model, dm), run_columns(run_dir)['sensitive_columns']
+    ev = evaluate_model(dm.truth, out_model, baseline_outputs(dm), test, sensitive, policy, cost_fp, cost_fn, n_boot,
+                        dm.spec.inputs, mitigation, valid, settings, seed, task=task)
     ex, expl, explained, shap_summary = explain_model(model, dm, test, explain_rows, background_rows, seed)
-    bg = ex.background_features
-    return _write_evaluation(run_dir, Path(out), ev, expl, shap_summary, explained, intended_use, bg)
+    plots = _save_plots(Path(out), ev, expl, explained, dm.truth['test'], out_model['test'])
+    return _write_evaluation(run_dir, Path(out), ev, expl, shap_summary, plots, intended_use, ex.background_features)
 
 # %% ../nbs/05_evaluate.ipynb #b60a2271
-def _save_plots(out:Path, ev:dict, expl, explained_rows:pl.DataFrame) -> dict[str, str]:
-    "Draw the report's plots into `out/plots`; their paths relative to `out`."
+def _save_plots(out:Path, ev:dict, expl, explained_rows:pl.DataFrame, y:np.ndarray, v:np.ndarray) -> dict[str, str]:
+    "Draw the report's plots (per task) into `out/plots`; their paths relative to `out`."
     import matplotlib.pyplot as plt
-    figs = dict(calibration=plot_calibration(ev), fairness=plot_selection_rates(ev), shap_summary=plot_summary(expl),
-                shap_dependence=plot_dependence(expl, explained_rows))
+    task = task_from(ev['task'])
+    figs = dict(confusion=plot_confusion(ev)) if task.kind == 'multiclass' else {}
+    if task.kind == 'regression': figs['predicted_vs_actual'] = plot_regression(y, v, task.target)
+    else: figs['calibration'] = plot_calibration(ev)
+    unit = 'logit' if task.kind != 'regression' else task.target
+    figs |= dict(fairness=plot_selection_rates(ev), shap_summary=plot_summary(expl),
+                 shap_dependence=plot_dependence(expl, explained_rows, unit=unit))
     plots = {}
     for k, f in figs.items():
         buf = io.BytesIO()
@@ -526,10 +855,10 @@ def _lineage(run_dir) -> dict:
 # %% ../nbs/05_evaluate.ipynb #efd77e7d
 NO_INTENDED_USE = "Not stated: ask the model's owners what its scores may inform, and what they must not."
 
-def _write_evaluation(run_dir, out:Path, ev:dict, expl, shap_summary:dict, explained_rows:pl.DataFrame,
-                      intended_use:str, background:tuple) -> dict:
+def _write_evaluation(run_dir, out:Path, ev:dict, expl, shap_summary:dict, plots:dict[str, str], intended_use:str,
+                      background:tuple) -> dict:
     "Write the evaluation's files, the model card and the manifest; the evaluation as a dict."
-    plots, lineage = _save_plots(out, ev, expl, explained_rows), _lineage(run_dir)
+    lineage = _lineage(run_dir)
     ev = ev | dict(explanations=shap_summary, lineage=lineage)
     md = model_card(ev, shap_summary, lineage, intended_use or NO_INTENDED_USE, plots)
     shap_table = pl.DataFrame(expl.values, schema=[f'shap_{c}' for c in expl.feature_names])
@@ -544,16 +873,30 @@ def _write_evaluation(run_dir, out:Path, ev:dict, expl, shap_summary:dict, expla
     read = ('checkpoint', 'hparams', 'features', 'feature_spec', 'accepted', 'contract')
     outputs = [file_record(p, r) for r, p in files.items()] + [file_record(out/p, k) for k, p in plots.items()]
     update_manifest(out, inputs=[file_record(run_file(run_dir, r), r) for r in read], outputs=outputs,
-                    threshold=ev['threshold'], fairness_passed=ev['fairness_passed'],
-                    metrics={k: v['value'] for k, v in ev['metrics']['model'].items()})
+                    threshold=ev['threshold'], fairness_passed=ev['fairness_passed'], task=ev['task'],
+                    headline=ev['headline'], metrics={k: v['value'] for k, v in ev['metrics']['model'].items()})
     return ev
 
 # %% ../nbs/05_evaluate.ipynb #d6238327
 def _by_group_csv(ev:dict) -> str:
     "Every sensitive grouping's per-group metrics in one CSV."
-    metrics = list(_group_metrics())
+    metrics = list(task_group_metrics(task_from(ev['task'])))
     group = pl.concat_str(pl.exclude(metrics).cast(pl.String), separator=' & ').alias('group')
     frames = [pl.DataFrame(v['by_group']).select(group, *metrics).with_columns(sensitive=pl.lit(k))
               for k, v in ev['fairness'].items()]
     empty = pl.DataFrame(schema=dict(group=pl.String, **{k: pl.Float64 for k in metrics}, sensitive=pl.String))
     return pl.concat(frames or [empty]).write_csv()
+
+# %% ../nbs/05_evaluate.ipynb #000408c6
+def report_head(ev:dict) -> str:
+    "The report's opening, in Markdown: the task, its headline beside the baseline's, the threshold, the metrics."
+    h, kind = ev['headline'], ev['task']['kind']
+    th = (f" Threshold **{ev['threshold']:.4f}** (`{ev['policy']['name']}` policy, chosen on validation)."
+          if kind == 'binary' else '')
+    return (f"Task **{kind}** (`{ev['task']['target']}`). Headline {h['name']}: **{h['value']:.3f}** (baseline "
+            f"{h['baseline']:.3f}).{th}\n\n{_metric_table(ev)}")
+
+def report_plots(out:Path) -> list[Path]:
+    "The plots of the model's outputs that the job drew: confusion, calibration, or predicted against actual."
+    plots = [Path(out)/'plots'/f'{k}.png' for k in ('confusion', 'calibration', 'predicted_vs_actual')]
+    return [p for p in plots if p.exists()]
