@@ -93,7 +93,7 @@ def score_file_ray(data:Path|str,             # CSV or parquet file to score, at
         pool = ray.data.ActorPoolStrategy(size=min(n, max(1, len(parts))))
         ds = ray.data.from_items(parts, override_num_blocks=max(1, len(parts)))
         done = ds.map_batches(PartitionScorer, fn_constructor_kwargs=args, compute=pool, batch_size=1,
-                              num_cpus=1).take_all()
+                              num_cpus=1).take_all() if parts else []       # an empty file: nothing to map
         counts = dict(scored=sum(d['scored'] for d in done), quarantined=sum(d['quarantined'] for d in done))
         if sorted(d['part'] for d in done) != [p['part'] for p in parts] or sum(counts.values()) != sum(
                 p['rows'] for p in parts):

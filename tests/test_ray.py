@@ -56,6 +56,10 @@ def test_ray_engine_scores_and_quarantines_as_the_local_scorer(tmp_path, example
     with pytest.raises(FileExistsError, match='not empty'):
         score_file_ray(data, tmp_path/'ray', model=model)
     assert len(list(tmp_path.glob('.ray.*'))) == 0                          # no temporary folder left behind
+    df.head(0).write_csv(tmp_path/'empty.csv')                               # a file of no rows: a manifest, no parts
+    assert score_file_ray(tmp_path/'empty.csv', tmp_path/'ray0', model=model)['partitions'] == 0
+    score_file(tmp_path/'empty.csv', tmp_path/'local0', model=model)
+    assert [p.name for p in (tmp_path/'ray0').iterdir()] == [p.name for p in (tmp_path/'local0').iterdir()]
 
 
 def test_cli_engine_ray_on_parquet_matches_local(tmp_path, example_model):
