@@ -8,7 +8,7 @@ from __future__ import annotations
 import json, re, shlex, shutil, sys
 from pathlib import Path
 from .config import get_settings, home_paths, read_manifest
-from .pipeline import _plan_run, _run_one, Stage, load_config, load_pipeline
+from .pipeline import plan_run, run_planned, Stage, load_config, load_pipeline
 
 # %% auto #0
 __all__ = ['DAG_TEMPLATE', 'dag_id_for', 'airflow_run_dir', 'mlsys_command', 'dag_source', 'write_dag', 'run_dag_stage']
@@ -119,9 +119,9 @@ def run_dag_stage(stage:str,                   # the stage to run
     settings, cfg = settings or {}, load_config(config)
     run_dir = airflow_run_dir(dag_id, run_id, cfg['settings'] | settings)
     if (run_dir/'run.json').exists(): run = json.loads((run_dir/'run.json').read_text())
-    else: run = _plan_run(run_dir, pipeline, None, cfg, params or {}, settings, False, example)
+    else: run = plan_run(run_dir, pipeline, None, cfg, params or {}, settings, False, example)
     stages = {s['name']: Stage(s['name'], Path(s['notebook']), s['upstream']) for s in run['stages']}
     if stage not in stages: raise KeyError(f"unknown stage {stage!r}; stages: {list(stages)}")
     keys = {u: read_manifest(run_dir/u).get('cache_key') for u in stages[stage].upstream}
     if missing := [u for u, k in keys.items() if not k]: raise ValueError(f"stage {stage!r} needs {missing} first")
-    return run_dir, _run_one(stages[stage], run, run_dir, get_settings(run['settings']), keys, set(force))
+    return run_dir, run_planned(stages[stage], run, run_dir, get_settings(run['settings']), keys, set(force))

@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging, os, shutil, tempfile
 from pathlib import Path
 import polars as pl
-from .config import file_record, get_settings, home_paths, update_manifest, write_parquet_atomic
-from .registry import Registry
-from .runtime import LoadedModel, model_source, scoring_contract
-from .score import _into_place, score_chunk
+from .config import file_record, get_settings, update_manifest, write_parquet_atomic
+from .runtime import LoadedModel, scoring_contract
+from .score import into_place, resolve_model, score_chunk
 
 # %% auto #0
 __all__ = ['partitions', 'read_partition', 'PartitionScorer', 'score_file_ray']
@@ -51,12 +50,6 @@ class PartitionScorer:
         return res
 
 # %% ../nbs/17_ray.ipynb #bf4510be
-def _model(model:str|None, model_name:str|None, s) -> tuple[bytes, str]:
-    "The model's bytes and version, resolved as `score_file` resolves them (an alias, a version or an .onnx file)."
-    ref = model or s.serve.model
-    reg = None if str(ref).endswith('.onnx') else Registry(home_paths(s).registry)
-    return model_source(ref, reg.model_name(model_name or s.serve.model_name) if reg else None, reg)
-
 def _ray(address:str|None):
     "Ray, started (or joined, at `address` or `RAY_ADDRESS`) if this process has not yet; quiet: warnings and errors."
     import ray, ray.data     # the `ray` extra: imported where used, so the core install scores without it
@@ -83,7 +76,7 @@ def score_file_ray(data:Path|str,             # CSV or parquet file to score, at
     s, data, out = get_settings(settings), Path(data).absolute(), Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: name a new folder, or overwrite it (--overwrite)")
-    blob, version = _model(model, model_name, s)
+    blob, version = resolve_model(model, model_name, s)
     parts, ray = partitions(data, chunk_rows), _ray(address)
     n = concurrency or max(1, int(ray.cluster_resources().get('CPU', 1)))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +93,7 @@ def score_file_ray(data:Path|str,             # CSV or parquet file to score, at
             raise RuntimeError(f"{data}: the partitions scored do not add up to the file's rows")
         update_manifest(tmp, inputs=[file_record(data, 'data')], model_version=version, engine='ray',
                         partitions=len(parts), **counts)
-        _into_place(tmp, out)
+        into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,7 +22,7 @@ from .registry import Registry
 __all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'read_notebook', 'notebook_parameters',
            'stage_parameters', 'load_pipeline', 'load_config', 'job_plan', 'is_job_cell', 'job_view',
            'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs', 'run_stage', 'stage_key', 'reuse',
-           'run_pipeline', 'retrain']
+           'plan_run', 'run_planned', 'run_pipeline', 'retrain']
 
 # %% ../nbs/13_pipeline.ipynb #aec09a8e
 STAGES = {'ingest': '02_data.ipynb', 'features': '03_features.ipynb', 'train': '04_train.ipynb',
@@ -257,7 +257,7 @@ def _absolute(value):
         return str(Path(value).resolve())
     return value
 
-def _plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bool, example:bool) -> dict:
+def plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bool, example:bool) -> dict:
     "The run's record: a new one, or the saved one of a resumed run with new overrides on top."
     if resume:
         if not (run_dir/'run.json').exists(): raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
@@ -289,7 +289,7 @@ def _plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:bo
 # %% ../nbs/13_pipeline.ipynb #5d0101f4
 def _say(line:str): print(f'mlsys: {line}', file=sys.stderr, flush=True)
 
-def _run_one(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, force) -> str:
+def run_planned(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, force) -> str:
     "Run or reuse one stage; how it went, in words."
     key = keys[stage.name] = stage_key(stage, run['plan'][stage.name], job_settings(settings),
                                        [keys[u] for u in stage.upstream if u in keys])
@@ -317,7 +317,7 @@ def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
     settings, cfg = settings or {}, load_config(config)
     resolved = get_settings(cfg['settings'] | settings)
     run_dir = Path(resume).absolute() if resume else home_paths(resolved).runs/new_run_id()
-    run = _plan_run(run_dir, pipeline, stages, cfg, params or {}, settings, bool(resume), example)
+    run = plan_run(run_dir, pipeline, stages, cfg, params or {}, settings, bool(resume), example)
     resolved, keys = get_settings(run['settings']), {}
     _say(f"run {run_dir}")
     for s in run['stages']:
@@ -327,7 +327,7 @@ def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
             keys[stage.name] = m.get('cache_key')
             _say(f"{stage.name}: kept")
             continue
-        _say(f"{stage.name}: {_run_one(stage, run, run_dir, resolved, keys, set(force))}")
+        _say(f"{stage.name}: {run_planned(stage, run, run_dir, resolved, keys, set(force))}")
     return run_dir
 
 # %% ../nbs/13_pipeline.ipynb #b94da8ec

@@ -15,7 +15,7 @@ from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
 # %% auto #0
-__all__ = ['score_chunk', 'score_file']
+__all__ = ['score_chunk', 'resolve_model', 'into_place', 'score_file']
 
 # %% ../nbs/10_score.ipynb #262fb430
 def _batches(path:Path, rows:int):
@@ -39,7 +39,13 @@ def score_chunk(m:LoadedModel,          # the model
     return preds, res.quarantine.with_columns(pl.col('_row') + offset)
 
 # %% ../nbs/10_score.ipynb #2de59364
-def _into_place(tmp:Path, out:Path):
+def resolve_model(model:str|None, model_name:str|None, s) -> tuple[bytes, str]:
+    "The model's bytes and version label: an alias or version of the registry's model, or an .onnx file."
+    ref = model or s.serve.model
+    reg = None if str(ref).endswith('.onnx') else Registry(home_paths(s).registry)
+    return model_source(ref, reg.model_name(model_name or s.serve.model_name) if reg else None, reg)
+
+def into_place(tmp:Path, out:Path):
     "Move the finished result `tmp` to `out`, replacing what was there only once the new result is whole."
     old = out.with_name(f'.{out.name}.old') if out.exists() else None
     if old: os.replace(out, old)
@@ -57,9 +63,7 @@ def score_file(data:Path|str,             # CSV or parquet file to score
     s, data, out = get_settings(settings), Path(data), Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: name a new folder, or overwrite it (--overwrite)")
-    ref = model or s.serve.model
-    reg = None if str(ref).endswith('.onnx') else Registry(home_paths(s).registry)
-    blob, version = model_source(ref, reg.model_name(model_name or s.serve.model_name) if reg else None, reg)
+    blob, version = resolve_model(model, model_name, s)
     m = LoadedModel(blob, version, threads=os.cpu_count() or 1)
     c, key = scoring_contract(m), m.contract.get('id_column')
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def score_file(data:Path|str,             # CSV or parquet file to score
             counts['quarantined'] += quarantine.height
             offset += chunk.height
         update_manifest(tmp, inputs=[file_record(data, 'data')], model_version=version, **counts)
-        _into_place(tmp, out)
+        into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
