@@ -460,6 +460,8 @@ def _explainer(self:Server, model:LoadedModel):
     try: arts = [self.registry.read(name, v, role) for role in ('checkpoint', 'feature_spec', 'explain_background')]
     except KeyError as e:
         raise RequestError(404, [_problem(None, None, f'cannot explain {model.version}: {e.args[0]}')]) from None
+    try: arts.append(self.registry.read(name, v, 'hparams'))   # the network's class (yours, or TabularNet)
+    except KeyError: arts.append(None)                          # registered without it: TabularNet
     self._explainers[model.version] = ex = _explainer_factory()(*arts)
     return ex
 
