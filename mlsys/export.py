@@ -170,8 +170,8 @@ class ParityError(RuntimeError):
     "The exported model does not reproduce the trained network."
 
 # %% ../nbs/06_export.ipynb #dab0a276
-def _threshold(run_dir) -> float:
-    "The decision threshold the run's evaluate stage chose, or 0.5 when the run has no evaluation."
+def _threshold(run_dir) -> float|None:
+    "The decision threshold the run's evaluate stage chose (None for tasks without one), or 0.5 with no evaluation."
     p = run_file(run_dir, 'evaluation')
     return json.loads(p.read_text())['threshold'] if p.exists() else 0.5
 

@@ -52,7 +52,8 @@ class LoadedModel:
         self.contract = meta.get('contract') or {'columns': {}}
         self.columns = self.contract['columns']
         self.inputs = [(i.name, i.type == 'tensor(string)') for i in self.session.get_inputs()]
-        self.task, self.threshold = task_from(meta), float(meta.get('threshold', 0.5))
+        self.task, t = task_from(meta), meta.get('threshold')
+        self.threshold = 0.5 if t is None else float(t)   # null for multiclass and regression: none applies
         self.kind, self.labels, self.positive = self.task.kind, tuple(self.task.classes), self.task.positive
         self.output = OUTPUTS[self.kind][0]
 

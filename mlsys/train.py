@@ -434,8 +434,10 @@ def _record(run_dir, out:Path, dm:TabularData, best:TabularModule, hp:dict, stud
 
 # %% ../nbs/04_train.ipynb #8f86bc0f
 def run_task(run_dir) -> Task:
-    "The task a run's train stage learned."
-    return task_from(json.loads(run_file(run_dir, 'hparams').read_text())['task'])
+    "The task a run's train stage learned (by the rule, as training decides it, when its `hparams.json` has none)."
+    p = run_file(run_dir, 'hparams')
+    hp = json.loads(p.read_text()) if p.exists() else {}
+    return task_from(hp['task']) if 'task' in hp else TabularData(run_dir, positive=hp.get('positive')).task
 
 def load_network(run_dir) -> TabularModule:
     "The trained network of a run (its best checkpoint, its class from `hparams.json`), in eval mode."
