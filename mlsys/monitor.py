@@ -282,7 +282,8 @@ def _reasons(rep:dict, perf:dict, findings:dict) -> list[str]:
     out += ['prediction drift'] * rep['prediction_drift'] + ['label drift'] * rep['label_drift']
     out += [f"broken column {r['column']}: {r['broken']}" for r in rep['columns'] if r['broken']]
     if perf['dropped']:
-        out.append(f"{perf['metric']} {perf['value']:.3f} against {perf['reference']:.3f} at registration")
+        title = {'roc_auc': 'ROC-AUC', 'r2': 'R²'}.get(perf['metric'], perf['metric'])
+        out.append(f"{title} {perf['value']:.3f} against {perf['reference']:.3f} at registration")
     if n := findings.get('breaking_contract'): out.append(f"{n} of {findings['rows']} rows break the contract")
     return out
 
