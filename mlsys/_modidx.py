@@ -12,6 +12,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'mlsys.cli._check_stages': ('cli.html#_check_stages', 'mlsys/cli.py'),
                            'mlsys.cli._common': ('cli.html#_common', 'mlsys/cli.py'),
                            'mlsys.cli._fail': ('cli.html#_fail', 'mlsys/cli.py'),
+                           'mlsys.cli._job_options': ('cli.html#_job_options', 'mlsys/cli.py'),
                            'mlsys.cli._needs': ('cli.html#_needs', 'mlsys/cli.py'),
                            'mlsys.cli._new_parser': ('cli.html#_new_parser', 'mlsys/cli.py'),
                            'mlsys.cli._registry_parser': ('cli.html#_registry_parser', 'mlsys/cli.py'),

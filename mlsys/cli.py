@@ -161,14 +161,20 @@ def _common() -> argparse.ArgumentParser:
     c.add_argument('--set', action='append', metavar='SECTION.KEY=VALUE', help='a settings override (repeatable)')
     return c
 
+def _job_options(common) -> argparse.ArgumentParser:
+    "The options of a job's parameters, shared by `mlsys run` and `mlsys airflow`: a config file, `-p`, the example."
+    j = argparse.ArgumentParser(add_help=False, parents=[common])
+    j.add_argument('--config', help='YAML job config: params, stages, settings')
+    j.add_argument('-p', action='append', metavar='KEY=VALUE', help='a stage parameter (value read as YAML)')
+    j.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
+    return j
+
 def _run_parser(sub, common):
     "`mlsys run` and `mlsys stages`."
-    r = sub.add_parser('run', parents=[common], help='run the pipeline (or some stages) into a new run directory')
-    r.add_argument('--config', help='YAML job config: params, stages, settings')
-    r.add_argument('-p', action='append', metavar='KEY=VALUE', help='a stage parameter (value read as YAML)')
+    r = sub.add_parser('run', parents=[_job_options(common)],
+                       help='run the pipeline (or some stages) into a new run directory')
     r.add_argument('--stages', help="comma-separated subset of the stages (`mlsys stages` lists them)")
     r.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its first stage that did not succeed')
-    r.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
     r.add_argument('--pipeline', metavar='FILE',
                    help='a pipeline file (YAML): built-in stages and notebooks of your own')
     r.add_argument('--force', metavar='STAGE[,STAGE]',
@@ -265,10 +271,7 @@ def _airflow_parser(sub, common):
     "`mlsys airflow dag` and `mlsys airflow stage`."
     r = sub.add_parser('airflow', help='write the pipeline as an Airflow DAG; run one stage of a DAG run')
     rs = r.add_subparsers(dest='airflow_command', required=True)
-    job = argparse.ArgumentParser(add_help=False, parents=[common])
-    job.add_argument('--config', help='YAML job config: params, stages, settings')
-    job.add_argument('-p', action='append', metavar='KEY=VALUE', help='a stage parameter (value read as YAML)')
-    job.add_argument('--example', action='store_true', help='run on the example table (mlsys.example)')
+    job = argparse.ArgumentParser(add_help=False, parents=[_job_options(common)])
     job.add_argument('--dag-id', dest='dag_id', help='the DAG id (default: mlsys_<pipeline file stem>)')
     d = rs.add_parser('dag', parents=[job], help='write the DAG file of a pipeline into a DAG folder')
     d.add_argument('pipeline', nargs='?', help='a pipeline file (default: the built-in pipeline)')
