@@ -27,7 +27,8 @@ __all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'bin
            'task_group_metrics', 'task_fairness', 'mitigate', 'column_weights', 'Explainer', 'transform_players',
            'explainer_from_artifacts', 'plot_summary', 'plot_dependence', 'split_scores', 'task_figures',
            'evaluate_model', 'explain_model', 'plot_calibration', 'plot_selection_rates', 'plot_confusion',
-           'plot_regression', 'model_card', 'card_html', 'run_evaluate', 'report_head', 'report_plots']
+           'plot_regression', 'fairness_table', 'model_card', 'card_html', 'run_evaluate', 'report_head',
+           'report_plots']
 
 # %% ../nbs/05_evaluate.ipynb #cc8e4e44
 _SCORE_METRICS = dict(roc_auc=roc_auc, pr_auc=skm.average_precision_score,
@@ -170,6 +171,7 @@ def slice_metrics(df:pl.DataFrame, y:np.ndarray, p:np.ndarray, columns:list[str]
             m = keys == k
             row = dict(column=c, slice=str(k), n=int(m.sum()))
             if kind == 'binary': row['positive_rate'] = float(y[m].mean())
+            row |= {name: None, 'low': None, 'high': None, 'flagged': None}   # unjudged: too small, or one class
             if m.sum() >= min_size and (kind != 'binary' or 0 < y[m].sum() < m.sum()):
                 ci = _slice_interval(kind, y[m], p[m], threshold, n_boot, seed)
                 worse = ci['low'] > overall * (1 + margin) if kind == 'regression' else ci['high'] < overall - margin
@@ -683,7 +685,7 @@ def _slice_table(ev:dict) -> str:
     return '\n'.join([f'| column | slice | rows | {name} [95% CI] |', '|---|---|---|---|', *rows])
 
 # %% ../nbs/05_evaluate.ipynb #a316ca1c
-def _fairness_table(ev:dict) -> str:
+def fairness_table(ev:dict) -> str:
     "Fairness gaps and gate results per sensitive column, as a Markdown table."
     if not ev['fairness']: return 'No sensitive column was named: fairness was not assessed.'
     summaries = {k: v['summary'] for k, v in ev['fairness'].items()}
@@ -778,7 +780,7 @@ def model_card(ev:dict, shap_summary:dict, lineage:dict, intended_use:str, plots
         f"bootstrap percentile, 95%.\n\n{_metric_table(ev)}\n\n"
         + img('confusion', 'calibration', 'predicted_vs_actual'),
         f"## Slices\n\n{_slice_table(ev)}",
-        f"## Fairness\n\n{_fairness_table(ev)}\n\n{img('fairness')}" + _mitigation_text(ev.get('mitigation')),
+        f"## Fairness\n\n{fairness_table(ev)}\n\n{img('fairness')}" + _mitigation_text(ev.get('mitigation')),
         _explanation_text(shap_summary, img),
         "## Limitations\n\n" + '\n'.join(f'- {x}' for x in _limitations(ev, shap_summary)),
     ]) + '\n'

@@ -49,8 +49,8 @@ def task_from(d:dict|Task, # a `Task.to_dict()` record, or a model's metadata (w
 
 # %% ../nbs/03a_tasks.ipynb #c25fb8a5
 def _text(v) -> str:
-    "A class value as text."
-    return str(v)
+    "A class value as text: `true`/`false` for booleans (as JSON, polars and a posted label write them)."
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 def _distinct(y:pl.Series) -> list:
     "The distinct non-null values of `y`, most frequent first (ties in value order)."
@@ -111,7 +111,7 @@ def infer_task(y:pl.Series,            # the target column, all splits (nulls ig
 # %% ../nbs/03a_tasks.ipynb #60caf7c7
 def _index(task:Task, y:pl.Series) -> np.ndarray:
     "Each value's index among the task's classes."
-    text = y.cast(pl.String) if y.dtype != pl.Boolean else y.cast(pl.String).str.to_titlecase()
+    text = y.cast(pl.String)   # booleans as true/false, as `_text` writes them
     idx = text.replace_strict(task.classes, list(range(len(task.classes))), default=None, return_dtype=pl.Int64)
     if (bad := text.filter(idx.is_null() & text.is_not_null())).len():
         raise ValueError(f"target values {bad.unique().head(5).to_list()} are not among the classes {task.classes}")

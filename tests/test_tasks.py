@@ -145,3 +145,27 @@ def test_your_own_network_goes_through_every_stage(tmp_path):
         ex = s.client.post('/v1/explain', json=_records(run, 1)[0])
         assert ex.status_code == 200, ex.text
     finally: s.stop()
+
+
+def test_a_boolean_target_keeps_one_spelling_from_the_answer_to_the_monitor(tmp_path):
+    "Gentoo or not, as true/false: the answer, a JSON `true` posted as feedback and the monitor's labels all agree."
+    table = dataset_table('penguins').with_columns(gentoo=pl.col('species') == 'Gentoo').drop('species')
+    table.write_csv(tmp_path/'gentoo.csv')
+    r = mlsys('run', '-p', f"data={tmp_path/'gentoo.csv'}", '-p', 'target=gentoo', '-p', 'id_column=rownames', *SPEED,
+              '--set', f"paths.home={tmp_path/'home'}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    reg = Registry(tmp_path/'home'/'registry')
+    assert reg.show('gentoo', 'production')['metrics']['task'] == 'binary'
+    s = Served(tmp_path/'home', reg.root)
+    try:
+        for row in table.iter_rows(named=True):
+            rec = {k: v for k, v in row.items() if k not in ('rownames', 'gentoo')}
+            p = s.client.post('/v1/predict', json=rec).json()['predictions'][0]
+            assert p['prediction'] in ('true', 'false'), p
+            assert s.client.post('/v1/feedback', json={'request_id': p['request_id'], 'label': row['gentoo']}).status_code == 202
+    finally: s.stop()
+    m = mlsys('monitor', '--policy', 'off', '--set', f"paths.home={tmp_path/'home'}",
+              env=os.environ | {'MLSYS_DRIFT_MIN_LABELS': '50', 'MLSYS_DRIFT_MIN_ROWS': '50'})
+    d = json.loads(m.stdout)
+    perf = json.loads((tmp_path/'home'/'monitor'/d['window']/'report.json').read_text())['performance']
+    assert perf['labels'] == table.height and perf['value'] is not None and perf['value'] > 0.9, perf   # both classes seen
