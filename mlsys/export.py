@@ -139,7 +139,7 @@ def quantize(model_path:Path, out:Path, calibration:dict) -> dict[str, Path]:
 # %% ../nbs/06_export.ipynb #b2d94d12
 def int8_report(paths:dict[str, Path], inputs:dict, task:Task, y:np.ndarray, batches=(1, 1024),
                 repeats:int=200) -> dict:
-    "Size, latency per batch size and the task's test metrics of each variant (`fp32` first); `metric` names the headline."
+    "Size, latency per batch size and the task's test metrics of each variant (`fp32` first), `metric` the headline."
     lat = {b: latencies(paths, inputs, b, repeats) for b in batches}
     def judged(p):
         m = task_metrics(task, y, session(p).run([OUTPUTS[task.kind][0]], inputs)[0].astype(np.float64))

@@ -313,7 +313,8 @@ def _permuted(n:int, fractions, rng) -> np.ndarray:
 def _strata(y:pl.Series, bins:int=10) -> np.ndarray:
     "What a stratified split balances: the target's classes, or the deciles of a target the task rule calls regression."
     if y.dtype.is_numeric() and y.n_unique() > 2 and infer_task(y).kind == 'regression':
-        return (y.rank('ordinal').cast(pl.Float64) * bins / (y.len() + 1)).floor().fill_null(-1).cast(pl.Int64).to_numpy()
+        decile = (y.rank('ordinal').cast(pl.Float64) * bins / (y.len() + 1)).floor()
+        return decile.fill_null(-1).cast(pl.Int64).to_numpy()
     return y.to_numpy()
 
 # %% ../nbs/03_features.ipynb #66b99b72

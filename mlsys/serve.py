@@ -203,7 +203,7 @@ def load(self:Server) -> bool:
 MULTIPROC_VARIABLE = 'PROMETHEUS_MULTIPROC_DIR'
 
 class _Metrics:
-    "The server's Prometheus metrics, in a registry of their own; summed over the worker processes when there are several."
+    "The server's Prometheus metrics, in a registry of their own; summed over the workers when there are several."
     def __init__(self):
         self.registry = r = CollectorRegistry()
         self.requests = Counter('mlsys_requests', 'HTTP requests', ['route', 'status'], registry=r)
@@ -538,7 +538,8 @@ def prediction_schema(model:LoadedModel|None) -> dict:
         return _obj(dict(request_id=_s('string'), prediction=_s('number', description='the predicted value')),
                     ['request_id', 'prediction'])
     props = dict(request_id=_s('string'), prediction=_s('string', description='the predicted class'),
-                 probability=_s('number', minimum=0, maximum=1, description='of the predicted (binary: positive) class'))
+                 probability=_s('number', minimum=0, maximum=1,
+                                description='of the predicted (binary: positive) class'))
     if model is not None and model.kind == 'multiclass':
         props['probabilities'] = _obj({c: _s('number', minimum=0, maximum=1) for c in model.labels}, model.labels)
     return _obj(props, list(props))
