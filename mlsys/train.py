@@ -298,8 +298,7 @@ def fit(dm:TabularData, out, hp:dict, seed:int=0, ckpt_path=None, loggers=True,
     trainer_kw.setdefault('progress', steps > LONG_RUN_STEPS)   # a progress bar on long runs only
     args = dict(n_num=dm.tensors['train'][0].shape[1], cardinalities=dm.cardinalities, task=dm.task.to_dict(),
                 seed=seed, max_epochs=epochs, **hp)
-    net = network_class(model)(**args)
-    net.save_hyperparameters(args)   # what `load_from_checkpoint` rebuilds it from
+    net = network_class(model)(**args)   # `TabularModule` saves these arguments: `load_from_checkpoint` rebuilds it
     trainer = make_trainer(out, logger=loggers, monitor=monitored(dm.task), **trainer_kw)
     with warnings.catch_warnings():
         for known in IGNORED_WARNINGS: warnings.filterwarnings('ignore', known)
