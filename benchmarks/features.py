@@ -2,7 +2,8 @@
 
 1. offline transform throughput on 1,000,000 rows: mlsys (polars) against the same transforms written with pandas;
 2. online latency per record: `OnlineFeatures` on a dict against the offline path called on a one-row frame;
-3. point-in-time join throughput: the billing view over the churn-derived event log onto labelled rows.
+
+The point-in-time join and the online store are measured in `benchmarks/feature_store.py`.
 
     python benchmarks/features.py [--rows 1000000] [--repeats 5]
 """
@@ -11,9 +12,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from mlsys.data import infer_contract
-from mlsys.example import BILLING, EXAMPLE, billing_events, example_table
-from mlsys.features import (OnlineFeatures, feature_arrays, fit_features,
-                            point_in_time, transform)
+from mlsys.example import EXAMPLE, example_table
+from mlsys.features import OnlineFeatures, feature_arrays, fit_features, transform
 
 
 def pandas_transform(spec, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -68,16 +68,6 @@ def main():
     t_off, _ = timed(lambda: [feature_arrays(spec, transform(spec, f)) for f in frames], a.repeats)
     print(f"online, per record: OnlineFeatures {t_on / n * 1e6:8.1f} µs   offline path on a 1-row frame "
           f"{t_off / n * 1e6:8.1f} µs   ratio {t_off / t_on:.1f}x")
-
-    events = billing_events(churn)
-    rng = np.random.default_rng(0)
-    m = min(a.rows, 500_000)
-    rows = pl.DataFrame({'customer': rng.choice(churn['rownames'].to_numpy(), m),
-                         'as_of': pl.datetime_range(pl.datetime(2022, 1, 1, time_zone='UTC'), pl.datetime(2024, 6, 30, time_zone='UTC'),
-                                                    '1h', eager=True).sample(m, with_replacement=True, seed=1)})
-    t_pit, joined = timed(lambda: point_in_time(BILLING, events, rows, 'as_of'), max(1, a.repeats // 2))
-    print(f"point-in-time join: {m:,} rows x {len(BILLING.aggregates)} aggregates over {events.height:,} events: "
-          f"{m / t_pit:,.0f} rows/s ({t_pit:.2f} s)")
 
 
 if __name__ == '__main__': main()

@@ -153,7 +153,8 @@ def new_run_id(now:dt.datetime|None=None # the run's start; None: now
 RUN_FILES = dict(
     accepted='ingest/accepted.parquet', quarantine='ingest/quarantine.parquet', violations='ingest/violations.parquet',
     contract='ingest/contract.json', features='features/features.parquet', split='features/split.parquet',
-    feature_spec='features/spec.json', feature_graph='features/features.onnx', checkpoint='train/checkpoints/best.ckpt',
+    feature_spec='features/spec.json', feature_graph='features/features.onnx', views='features/views.json',
+    aggregates='features/aggregates.parquet', checkpoint='train/checkpoints/best.ckpt',
     last_checkpoint='train/checkpoints/last.ckpt', hparams='train/hparams.json', train_metrics='train/metrics.json',
     learning_curves='train/metrics.csv', evaluation='evaluate/metrics.json', model_card='evaluate/model_card.md',
     model_card_html='evaluate/model_card.html', explain_background='evaluate/explain_background.json',

