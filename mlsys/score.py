@@ -4,24 +4,47 @@
 
 # %% ../nbs/10_score.ipynb #fbda08d6
 from __future__ import annotations
-import os, shutil, tempfile
+import os, queue, shutil, tempfile, threading
+from contextlib import closing
 from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
 from .config import file_record, get_settings, home_paths, update_manifest, write_parquet_atomic
-from .data import validate
+from .data import frame_feeds, validate
 from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
 # %% auto #0
-__all__ = ['score_chunk', 'resolve_model', 'into_place', 'score_file']
+__all__ = ['check_chunk', 'predictions', 'score_chunk', 'pipelined', 'resolve_model', 'into_place', 'score_file']
 
 # %% ../nbs/10_score.ipynb #262fb430
 def _batches(path:Path, rows:int):
     "A file's rows in chunks, as read (CSV as text, so each value is typed by the contract)."
     lf = pl.scan_csv(path, infer_schema=False) if path.suffix.lower() == '.csv' else pl.scan_parquet(path)
     return lf.collect_batches(chunk_size=rows)
+
+def check_chunk(m:LoadedModel,          # the model
+                c,                      # its scoring contract
+                chunk:pl.DataFrame,     # rows as read
+                offset:int,             # the chunk's first row in the file
+               ) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+    "A chunk's accepted rows, their ONNX feeds and its quarantine, row positions counted from the file's start."
+    res = validate(chunk, c, max_quarantine_fraction=1.0)
+    acc = res.accepted.with_columns(pl.col('_row') + offset)
+    return acc, frame_feeds(acc, m.inputs), res.quarantine.with_columns(pl.col('_row') + offset)
+
+def predictions(m:LoadedModel,          # the model
+                key:str|None,           # the id column, kept in the predictions
+                acc:pl.DataFrame,       # accepted rows
+                feeds:dict,             # their ONNX feeds
+               ) -> pl.DataFrame:
+    "The accepted rows' predictions: the id column, the row's position, the task's columns and the model version."
+    out = m.predict(feeds).astype(np.float64) if acc.height else m.score(acc)
+    typed = lambda k: pl.String if k == 'prediction' and m.kind != 'regression' else pl.Float64
+    cols = [pl.Series(k, v, dtype=typed(k)) for k, v in m.frame(out).items()]   # the task's columns
+    return (acc.select(*[x for x in (key,) if x and x in acc.columns], '_row')
+            .with_columns(*cols, model_version=pl.lit(m.version)))
 
 def score_chunk(m:LoadedModel,          # the model
                 c,                      # its scoring contract
@@ -30,13 +53,49 @@ def score_chunk(m:LoadedModel,          # the model
                 offset:int,             # the chunk's first row in the file
                ) -> tuple[pl.DataFrame, pl.DataFrame]:
     "One chunk's predictions and quarantine, row positions counted from the file's start."
-    res = validate(chunk, c, max_quarantine_fraction=1.0)
-    acc = res.accepted.with_columns(pl.col('_row') + offset)
-    typed = lambda k: pl.String if k == 'prediction' and m.kind != 'regression' else pl.Float64
-    cols = [pl.Series(k, v, dtype=typed(k)) for k, v in m.frame(m.score(acc)).items()]   # the task's columns
-    preds = (acc.select(*[x for x in (key,) if x and x in acc.columns], '_row')
-             .with_columns(*cols, model_version=pl.lit(m.version)))
-    return preds, res.quarantine.with_columns(pl.col('_row') + offset)
+    acc, feeds, quarantine = check_chunk(m, c, chunk, offset)
+    return predictions(m, key, acc, feeds), quarantine
+
+# %% ../nbs/10_score.ipynb #2d24e679
+def _put(q:queue.Queue, item, stop:threading.Event) -> bool:
+    "Put `item` on `q`, waiting while it is full; False once `stop` is set."
+    while not stop.is_set():
+        try: q.put(item, timeout=0.05); return True
+        except queue.Full: pass
+    return False
+
+def _taken(q:queue.Queue, stop:threading.Event):
+    "The items put on `q` up to its end, until `stop` is set; an error put there is raised."
+    while not stop.is_set():
+        try: kind, x = q.get(timeout=0.05)
+        except queue.Empty: continue
+        if kind == 'end': return
+        if kind == 'error': raise x
+        yield x
+
+def _step(f, items, q:queue.Queue, stop:threading.Event):
+    "Put `f` of each of `items` on `q`, then its end, or the first error."
+    try:
+        for x in items:
+            if not _put(q, ('item', f(x)), stop): return
+        _put(q, ('end', None), stop)
+    except BaseException as e: _put(q, ('error', e), stop)
+
+def pipelined(items,        # an iterable, read in the first step's thread
+              *steps,       # functions applied in turn, each in its own thread
+              depth:int=1,  # items waiting between two steps, at most
+             ):
+    "The results of `steps` applied in turn to each of `items`, in order, the steps overlapping in threads."
+    stop, src, threads = threading.Event(), iter(items), []
+    for f in steps:
+        q = queue.Queue(depth)
+        threads.append(threading.Thread(target=_step, args=(f, src, q, stop), daemon=True))
+        src = _taken(q, stop)
+    for t in threads: t.start()
+    try: yield from src
+    finally:
+        stop.set()
+        for t in threads: t.join()
 
 # %% ../nbs/10_score.ipynb #2de59364
 def resolve_model(model:str|None, model_name:str|None, s) -> tuple[bytes, str]:
@@ -52,6 +111,18 @@ def into_place(tmp:Path, out:Path):
     os.replace(tmp, out)
     if old: shutil.rmtree(old, ignore_errors=True)
 
+def _parts(m:LoadedModel, data:Path, chunk_rows:int):
+    "Each chunk's number, predictions and quarantine, in order: reading and checking, scoring, and the caller overlap."
+    c, key = scoring_contract(m), m.contract.get('id_column')
+    def numbered():
+        offset = 0
+        for i, chunk in enumerate(_batches(data, chunk_rows)):
+            yield i, offset, chunk
+            offset += chunk.height
+    checked = lambda part: (part[0], *check_chunk(m, c, part[2], part[1]))         # number, accepted, feeds, quarantine
+    scored = lambda part: (part[0], predictions(m, key, part[1], part[2]), part[3])  # number, predictions, quarantine
+    return pipelined(numbered(), checked, scored)
+
 def score_file(data:Path|str,             # CSV or parquet file to score
                out:Path|str,              # output folder: must be new or empty, unless `overwrite`
                model:str|None=None,       # alias, version or .onnx file; None: `serve.model`
@@ -64,19 +135,17 @@ def score_file(data:Path|str,             # CSV or parquet file to score
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: name a new folder, or overwrite it (--overwrite)")
     blob, version = resolve_model(model, model_name, s)
-    m = LoadedModel(blob, version, threads=os.cpu_count() or 1)
-    c, key = scoring_contract(m), m.contract.get('id_column')
+    m = LoadedModel(blob, version, threads=1)   # one thread: the other steps run beside it (see below)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.'))
     try:
-        counts, offset = dict(scored=0, quarantined=0), 0
-        for i, chunk in enumerate(_batches(data, chunk_rows)):
-            preds, quarantine = score_chunk(m, c, key, chunk, offset)
-            write_parquet_atomic(preds, tmp/'predictions'/f'part-{i:05d}.parquet')
-            write_parquet_atomic(quarantine, tmp/'quarantine'/f'part-{i:05d}.parquet')
-            counts['scored'] += preds.height
-            counts['quarantined'] += quarantine.height
-            offset += chunk.height
+        counts = dict(scored=0, quarantined=0)
+        with closing(_parts(m, data, chunk_rows)) as parts:
+            for i, preds, quarantine in parts:
+                write_parquet_atomic(preds, tmp/'predictions'/f'part-{i:05d}.parquet')
+                write_parquet_atomic(quarantine, tmp/'quarantine'/f'part-{i:05d}.parquet')
+                counts['scored'] += preds.height
+                counts['quarantined'] += quarantine.height
         update_manifest(tmp, inputs=[file_record(data, 'data')], model_version=version, **counts)
         into_place(tmp, out)
     except BaseException:

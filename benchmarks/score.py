@@ -1,0 +1,119 @@
+"""Batch scoring speed: `mlsys score` (parquet in, parquet out, validated, quarantine kept) beside onnxruntime alone.
+
+The model comes from a small example run (ingest, features, one epoch of training, export), or `--model`. The file
+is the example table repeated to `--rows` rows with fresh ids, one row in 1,000 broken (quarantined). In one run,
+taking turns, `--repeats` times each after one warm-up round:
+
+- `score_file`: the whole job, from the parquet file to the written predictions and quarantine parts;
+- onnxruntime alone: `session.run` over the accepted rows' feeds, prepared in memory beforehand (typed, as arrays,
+  in chunks of `--chunk-rows`), once with one intra-op thread and once with all of this machine's cores.
+
+The table gives median seconds, rows per second and each one's ratio to the faster onnxruntime (the goal of issue
+18: `score_file` at >= 0.85 of it). `--profile` adds where one chunk's time goes when the steps run one after the
+other (read, validate, feeds, onnxruntime, output columns, write).
+
+    python benchmarks/score.py [--rows 1000000] [--chunk-rows 100000] [--repeats 5] [--model M.onnx] [--profile]
+"""
+import argparse, os, shutil, statistics, tempfile, time, warnings
+from pathlib import Path
+import numpy as np
+import polars as pl
+warnings.filterwarnings('ignore')
+from mlsys.config import run_file, write_parquet_atomic
+from mlsys.data import frame_feeds, run_ingest, validate
+from mlsys.example import example_run, example_table
+from mlsys.export import run_export
+from mlsys.features import run_features
+from mlsys.runtime import LoadedModel, scoring_contract
+from mlsys.score import _batches, score_file
+from mlsys.train import run_train
+
+
+def batch(path:Path, rows:int) -> int:
+    "The example table, target dropped, repeated to `rows` rows with fresh ids, one in 1,000 broken; its row count."
+    df = example_table().drop('churn').with_columns(pl.col('tenure').cast(pl.String))
+    df = pl.concat([df] * (rows // df.height + 1)).head(rows)
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) % 1000 == 7).then(pl.lit('soon')).otherwise('tenure')
+                         .alias('tenure'), rownames=pl.int_range(pl.len()))
+    df.write_parquet(path)
+    return df.height
+
+
+def prepared(data:Path, blob:bytes, chunk_rows:int) -> list[dict]:
+    "The accepted rows' feeds, in chunks: what onnxruntime alone is given."
+    m = LoadedModel(blob, 'bench')
+    acc = validate(pl.read_parquet(data), scoring_contract(m), max_quarantine_fraction=1.0).accepted
+    return [frame_feeds(acc.slice(i, chunk_rows), m.inputs) for i in range(0, acc.height, chunk_rows)]
+
+
+def profile(data:Path, blob:bytes, chunk_rows:int, tmp:Path):
+    "Seconds per step, summed over the file's chunks, the steps run one after the other."
+    m = LoadedModel(blob, 'bench', threads=1)
+    c, t, offset = scoring_contract(m), dict.fromkeys(['read', 'validate', 'feeds', 'onnxruntime', 'columns',
+                                                          'write'], 0.0), 0
+    def timed(step, f):
+        t0 = time.perf_counter(); r = f(); t[step] += time.perf_counter() - t0; return r
+    it = iter(_batches(data, chunk_rows))
+    for i in range(10**9):
+        if (chunk := timed('read', lambda: next(it, None))) is None: break
+        res = timed('validate', lambda: validate(chunk, c, max_quarantine_fraction=1.0))
+        feeds = timed('feeds', lambda: frame_feeds(res.accepted, m.inputs))
+        out = timed('onnxruntime', lambda: m.predict(feeds).astype(np.float64))
+        preds = timed('columns', lambda: res.accepted.select('_row').with_columns(
+            *[pl.Series(k, v) for k, v in m.frame(out).items()], pl.col('_row') + offset))
+        timed('write', lambda: (write_parquet_atomic(preds, tmp/f'p-{i}.parquet'),
+                                write_parquet_atomic(res.quarantine, tmp/f'q-{i}.parquet')))
+        offset += chunk.height
+    return t
+
+
+def main(rows, chunk_rows, repeats, model, show_profile):
+    tmp = Path(tempfile.mkdtemp())
+    if model is None:
+        run_dir = example_run(run_ingest, run_features, run_train, run_export, run_dir=tmp/'run', max_epochs=1,
+                              trials=0, search={}, repeats=10, settings={'tracking.mode': 'disabled'})
+        model = str(run_file(run_dir, 'model'))
+    blob, data = Path(model).read_bytes(), tmp/'batch.parquet'
+    n = batch(data, rows)
+    feeds = prepared(data, blob, chunk_rows)
+    accepted = sum(len(next(iter(f.values()))) for f in feeds)
+    cores = os.cpu_count() or 1
+    sessions = {f'onnxruntime alone, {k} thread{"s" * (k > 1)}': LoadedModel(blob, 'bench', threads=k)
+                for k in dict.fromkeys([1, cores])}
+    def ort(m):
+        return lambda: [m.predict(f) for f in feeds]
+    def scorer(i):
+        return lambda: score_file(data, tmp/f'out-{i}', model=model, chunk_rows=chunk_rows)
+    times = {'mlsys score (score_file)': []} | {k: [] for k in sessions}
+    for i in range(repeats + 1):                    # the first round warms everything up and is not counted
+        for name in times:
+            run = scorer(i) if name.startswith('mlsys') else ort(sessions[name])
+            t0 = time.perf_counter(); res = run(); dt = time.perf_counter() - t0
+            if name.startswith('mlsys'):
+                assert (res['scored'], res['quarantined']) == (accepted, n - accepted), res
+                shutil.rmtree(tmp/f'out-{i}')
+            if i: times[name].append(dt)
+    rate = {k: (n if k.startswith('mlsys') else accepted) / statistics.median(ts) for k, ts in times.items()}
+    best = max(v for k, v in rate.items() if not k.startswith('mlsys'))
+    print(f"{n:,} rows ({n - accepted:,} quarantined), chunks of {chunk_rows:,}, {cores} CPUs here; "
+          f"medians of {repeats}\n")
+    print(f"{'':<36} {'seconds':>8} {'rows/s':>10} {'vs onnxruntime':>15}")
+    for k, ts in times.items():
+        print(f"{k:<36} {statistics.median(ts):8.2f} {rate[k]:10,.0f} {rate[k] / best:15.2f}")
+    if show_profile:
+        t = profile(data, blob, chunk_rows, tmp)
+        print(f"\none after the other (1 thread for onnxruntime), seconds per step over the file "
+              f"({sum(t.values()):.2f} s in all):")
+        print('  '.join(f"{k} {v:.2f}" for k, v in t.items()))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--rows', type=int, default=1_000_000)
+    p.add_argument('--chunk-rows', type=int, default=100_000)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--model', default=None, help='an .onnx file; default: an example run exports one')
+    p.add_argument('--profile', action='store_true', help='also time each step, run one after the other')
+    a = p.parse_args()
+    main(a.rows, a.chunk_rows, a.repeats, a.model, a.profile)
