@@ -11,8 +11,9 @@ import onnx
 import polars as pl
 import torch
 from .config import file_record, get_settings, run_file, sha256_file, stage_file, update_manifest, write_atomic
-from .data import load_contract
-from .features import FeatureSpec, feature_arrays, feature_graph, graph_inputs, split_table, transform
+from .feature_store import views_hash
+from .features import (FeatureSpec, feature_arrays, feature_graph, graph_inputs, run_contract, run_views,
+                            split_table, transform)
 from .runtime import metadata, session
 from .tasks import HEADLINE, OUTPUTS, Task, task_metrics, truth
 from .train import TabularModule, load_network, predict, run_task
@@ -183,11 +184,12 @@ def run_export(run_dir,         # a run directory whose train stage (and evaluat
                repeats:int=200, # timed runs per variant and batch size
               ) -> dict:
     "The export job: join, check parity, quantize, decide; write `model.onnx`, `export.json` and the manifest."
-    spec, rules = FeatureSpec.load(run_file(run_dir, 'feature_spec')), load_contract(run_file(run_dir, 'contract'))
+    spec, rules, views = FeatureSpec.load(run_file(run_dir, 'feature_spec')), run_contract(run_dir), run_views(run_dir)
     net, task = load_network(run_dir), run_task(run_dir)
     meta = dict(contract=rules.to_dict(), contract_sha256=rules.hash, feature_spec_sha256=spec.hash,
                 target=rules.target, task=task.to_dict(), positive=task.positive, threshold=_threshold(run_dir),
                 run_id=Path(run_dir).name, checkpoint_sha256=sha256_file(run_file(run_dir, 'checkpoint')))
+    if views: meta |= dict(views=[v.to_dict() for v in views], views_sha256=views_hash(views))
     model = model_graph(spec, net, meta, opset)
     write_atomic(Path(out)/VARIANT_FILES['fp32'], model.SerializeToString())
     cfg = get_settings(settings).export

@@ -68,7 +68,8 @@ class FeatureView:
             raise ValueError(f"view name {self.name!r}: letters, digits and _ only")
         if not self.aggregates: raise ValueError(f"view {self.name!r} has no aggregates")
         for a in self.aggregates:
-            if a.fn not in AGGREGATES: raise ValueError(f"view {self.name!r}: unknown aggregate {a.fn!r}; known: {AGGREGATES}")
+            if a.fn not in AGGREGATES:
+                raise ValueError(f"view {self.name!r}: unknown aggregate {a.fn!r}; known: {AGGREGATES}")
             if (a.fn == 'count') != (a.column is None):
                 raise ValueError(f"view {self.name!r}: {a.fn} needs {'no' if a.fn == 'count' else 'a'} column")
             shortest(a.window)
@@ -126,7 +127,7 @@ def event_contract(raw:pl.DataFrame, views:list[FeatureView]) -> Contract:
         raise DataError(f"the event log lacks the columns {missing} that the views read")
     c = infer_contract(_typed_reference(raw).drop(*times))
     for t in times: c.columns[t] = ColumnRule('datetime', nullable=False)
-    for k in keys: c.columns[k].nullable, c.columns[k].categories, c.columns[k].min, c.columns[k].max = False, None, None, None
+    for k in keys: c.columns[k] = ColumnRule(c.columns[k].dtype, nullable=False)   # any key, but one
     return c
 
 def validate_events(events,                      # the event log: a CSV or parquet path, or a frame
@@ -175,12 +176,27 @@ def _asof(run:pl.DataFrame, rows:pl.DataFrame, view:FeatureView, on:str, at:pl.E
                        strategy='backward', check_sortedness=False)
     return j.sort('_row')
 
+def _ranks(values:pl.Series) -> pl.DataFrame:
+    "Each distinct value and its rank (0, 1, ...) in sorted order."
+    return values.drop_nulls().unique().sort().to_frame('_v').with_row_index('_k')
+
 def _late(ev:pl.DataFrame, rows:pl.DataFrame, view:FeatureView, t:pl.Expr, window:str, cols:list[str]) -> pl.DataFrame:
     "Per row, totals of the events that happened by `t - window` but arrive after `t` (zero when none)."
-    base = rows.select('_row', view.entity, t.alias('_at'))
+    base = rows.select('_row', view.entity, t.alias('_at'), t.dt.offset_by(f'-{window}').alias('_lo'))
     late = ev.filter(pl.col('_r') - pl.col('_e') > shortest(window)).select(view.entity, '_e', '_r', *cols)
-    j = (base.join(late, on=view.entity)
-         .filter((pl.col('_e') <= pl.col('_at').dt.offset_by(f'-{window}')) & (pl.col('_r') > pl.col('_at')))
+    # one integer key orders by (entity, time): two inequalities on it are the entity's equality and the two time
+    # conditions, which polars answers with an inequality join (IEJoin) and no row-by-event product
+    ents = _ranks(pl.concat([late[view.entity], base[view.entity]]))
+    times = _ranks(pl.concat([late['_e'], late['_r'], base['_at'], base['_lo']]))
+    span = times.height + 1
+    def key(df, *ts):
+        df = df.join(ents, left_on=view.entity, right_on='_v').rename({'_k': '_ent'})
+        for c in ts:
+            df = df.join(times, left_on=c, right_on='_v').with_columns(
+                (pl.col('_ent') * span + pl.col('_k')).alias(f'{c}_k')).drop('_k')
+        return df
+    j = (key(base, '_lo', '_at').join_where(key(late, '_e', '_r'),
+                                            pl.col('_e_k') <= pl.col('_lo_k'), pl.col('_r_k') > pl.col('_at_k'))
          .group_by('_row').agg(*[pl.col(c).sum() for c in cols]))
     return base.select('_row').join(j, on='_row', how='left', maintain_order='left').fill_null(0)
 
@@ -299,8 +315,8 @@ def materialize(self:OnlineStore, views, events:pl.DataFrame, as_of, replace:boo
         ents = events.select(pl.col(v.entity).drop_nulls().unique()).with_columns(
             _as_of=pl.lit(when, dtype=pl.Datetime('us', 'UTC')))
         vals = point_in_time(v, events, ents, '_as_of').select(v.entity, *v.names)
-        recs[v.name] = [(v.name, v.hash, str(r[0]), when.isoformat(), when.timestamp(), json.dumps(dict(zip(v.names, r[1:]))))
-                        for r in vals.iter_rows()]
+        recs[v.name] = [(v.name, v.hash, str(r[0]), when.isoformat(), when.timestamp(),
+                         json.dumps(dict(zip(v.names, r[1:])))) for r in vals.iter_rows()]
     with self._db() as db:
         db.execute('BEGIN IMMEDIATE')
         held = dict(db.execute('SELECT view, MIN(view_hash) FROM aggregates GROUP BY view').fetchall())

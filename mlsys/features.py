@@ -11,14 +11,15 @@ import numpy as np
 import polars as pl
 from .config import (as_list, file_record, run_file, stage_file, update_manifest, write_atomic,
                           write_parquet_atomic)
-from .data import Contract, DataError, accepted_table, frame_feeds, run_columns, write_validation
-from .feature_store import join_views, load_views, validate_events, views_hash, views_json, with_aggregates
+from .data import Contract, DataError, accepted_table, frame_feeds, load_contract, run_columns, write_validation
+from .feature_store import (join_views, load_views, validate_events, views_from, views_hash, views_json,
+                                 with_aggregates)
 from .tasks import infer_task
 
 # %% auto #0
 __all__ = ['SPLITS', 'Transform', 'FeatureSpec', 'fit_features', 'transform', 'feature_arrays', 'OnlineFeatures', 'feature_graph',
            'graph_inputs', 'check_parity', 'split_rows', 'aggregate_rows', 'FeaturesRun', 'run_features', 'split_table',
-           'plot_before_after']
+           'run_views', 'run_contract', 'plot_before_after']
 
 # %% ../nbs/03_features.ipynb #9e488cf4
 @dataclass
@@ -423,6 +424,17 @@ def split_table(run_dir:str|Path) -> pl.DataFrame:
         return feats.select(rules.id_column, 'split').join(table, on=rules.id_column, how='left', maintain_order='left')
     if table.height != feats.height: raise ValueError("without an id column, accepted rows and features must align")
     return table.with_columns(feats['split'])
+
+# %% ../nbs/03_features.ipynb #dea78698
+def run_views(run_dir:str|Path) -> list|None:
+    "The views the run's features stage joined, or None."
+    p = run_file(run_dir, 'views')
+    return views_from(json.loads(p.read_text())) if p.exists() else None
+
+def run_contract(run_dir:str|Path) -> Contract:
+    "The contract of the run's model inputs: the ingest contract, with the views' aggregates when it has views."
+    rules = load_contract(run_file(run_dir, 'contract'))
+    return with_aggregates(rules, views) if (views := run_views(run_dir)) else rules
 
 # %% ../nbs/03_features.ipynb #8186be93
 def plot_before_after(spec:FeatureSpec, raw:pl.DataFrame, feats:pl.DataFrame, cols:int=4):

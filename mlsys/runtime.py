@@ -13,6 +13,7 @@ import orjson
 import polars as pl
 from fastcore.basics import patch
 from .data import Contract, contract_from_dict, frame_feeds
+from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
@@ -43,7 +44,7 @@ def metadata(model) -> dict:
 
 # %% ../nbs/07_runtime.ipynb #5fefd335
 class LoadedModel:
-    "One ONNX model ready to score: its session, contract, inputs, task, threshold and version label."
+    "One ONNX model ready to score: its session, contract, inputs, task, threshold, views and version label."
     def __init__(self, data:bytes, # the model's bytes
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1):
@@ -56,6 +57,8 @@ class LoadedModel:
         self.threshold = 0.5 if t is None else float(t)   # null for multiclass and regression: none applies
         self.kind, self.labels, self.positive = self.task.kind, tuple(self.task.classes), self.task.positive
         self.output = OUTPUTS[self.kind][0]
+        self.views = [FeatureView(**v) for v in meta.get('views') or []]   # aggregates it takes, looked up by key
+        self.time_column = self.contract.get('time_column')
 
     def predict(self, cols:dict) -> np.ndarray:
         "The main output for input arrays `{name: (n, 1) array}`: probabilities (n,) or (n, classes), or values."

@@ -21,15 +21,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from .config import Settings, get_settings, home_paths
 from .registry import Registry
+from .feature_store import FeatureView, OnlineStore, utc_time
 from .runtime import LoadedModel, PredictionLog, model_source
 from .tasks import score_of
 
 # %% auto #0
 __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
            'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
-           'read_json', 'parse_records', 'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics',
-           'client_address', 'read_body', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
-           'prediction_schema', 'create_app']
+           'read_json', 'parse_records', 'online_values', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
+           'multiprocess_metrics', 'client_address', 'read_body', 'next_request_id', 'label_text', 'column_schema',
+           'label_schema', 'prediction_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -97,8 +98,9 @@ def read_json(body:bytes):
 
 _SHAPE = 'expected an object of columns, or {"records": [objects, ...]}'
 
-def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
-                  max_records:int=1000, max_problems:int=20) -> tuple[dict, list[dict], bool]:
+def parse_records(body:bytes, model:LoadedModel, extra:str='reject', max_records:int=1000, max_problems:int=20,
+                  fill=None, # called with the records before they are checked: fills the views' aggregates
+                 ) -> tuple[dict, list[dict], bool]:
     "Input arrays, the records as sent and whether it was a batch, from a body; `RequestError` (400/422) otherwise."
     doc = read_json(body)
     batch = isinstance(doc, dict) and 'records' in doc
@@ -111,6 +113,7 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
     if len(recs) > max_records:
         raise RequestError(422, [_problem(None, None, f'{len(recs)} records, over the limit of {max_records}')])
     if not all(isinstance(r, dict) for r in recs): raise RequestError(422, [_problem(None, None, _SHAPE)])
+    if fill: fill(recs)
     problems, count, cols = [], 0, {name: [] for name, _ in model.inputs}
     def bad(i, column, why):
         nonlocal count
@@ -128,6 +131,29 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject',
     arrays = {name: np.array(cols[name], dtype=object if text else np.float64).reshape(-1, 1)
               for name, text in model.inputs}
     return arrays, recs, batch
+
+# %% ../nbs/09_serve.ipynb #2bbbb504
+def _request_time(v) -> float|None:
+    "A record's own time as epoch seconds; None (the server's clock) when it sends none or one that does not parse."
+    try: return None if v is None or isinstance(v, bool) else utc_time(v).timestamp()
+    except (ValueError, TypeError, OverflowError, OSError): return None
+
+def online_values(views:list[FeatureView],   # the model's views
+                  store:OnlineStore,         # the online store
+                  recs:list[dict],           # the records as sent: filled in place
+                  time_column:str|None=None, # the contract's time column, whose value sets a record's time
+                 ) -> list[dict]:
+    "Fill each record's aggregates by its keys (those it sent are kept); per record, the views missing and why."
+    out = []
+    for r in recs:
+        now, missing = _request_time(r.get(time_column)) if time_column else None, {}
+        for v in views:
+            if v.entity not in r or all(n in r for n in v.names): continue   # no key: the check names the columns
+            vals, why = store.lookup(v, r[v.entity], now)
+            for n in v.names: r.setdefault(n, vals[n])
+            if why: missing[v.name] = why
+        out.append(missing)
+    return out
 
 # %% ../nbs/09_serve.ipynb #4e8c400b
 def warmup_record(model:LoadedModel) -> dict:
@@ -170,6 +196,7 @@ class Server:
         self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix='shadow')
         self.shadow_pending, self._explainers = 0, {}
         self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
+        self.store = None   # the online store, opened when a model with feature views loads
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -181,6 +208,7 @@ def _model(self:Server, ref) -> LoadedModel|None:
     data, version = model_source(ref, self.name, self.registry, self._loaded)
     if (m := self._loaded.get(version)) is None:
         m = LoadedModel(data, version, self.cfg.threads)
+        if m.views and self.store is None: self.store = OnlineStore(home_paths(self.settings).online_store)
         m.predict(parse_records(orjson.dumps(warmup_record(m)), m, 'ignore')[0])   # the warm-up inference
     return m
 
@@ -365,7 +393,10 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     canary = (ro.candidate is not None and ro.canary_share > 0 and
               canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share)
     model, big = ro.candidate if canary else ro.primary, len(body) > BIG_BODY
-    cols, recs, batch = await _work(big, parse_records, body, model, self.extra, self.max_records, self.max_problems)
+    missing, fill = [], None
+    if model.views: fill = lambda rs: missing.extend(online_values(model.views, self.store, rs, model.time_column))
+    cols, recs, batch = await _work(big, parse_records, body, model, self.extra, self.max_records, self.max_problems,
+                                    fill)
     ids = [f'{rid}-{i}' for i in range(len(recs))] if batch else [rid]
     p, degraded, used = await self._score(model, cols, ro, big)
     ms = (time.perf_counter() - t0) * 1e3
@@ -376,8 +407,10 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     for q in score_of(used.task, p): observed.observe(float(q))
     if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     self._answered(rid, len(recs) if batch else 0)
-    return 200, dict(request_id=rid, model_version=used.version, degraded=degraded,
-                     predictions=[dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)])
+    preds = [dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)]
+    for d, m in zip(preds, missing):
+        if m: d['features_missing'] = m
+    return 200, dict(request_id=rid, model_version=used.version, degraded=degraded, predictions=preds)
 
 @patch
 def _answered(self:Server, rid:str, n:int):
@@ -532,17 +565,21 @@ def _scored(**props) -> dict:
     return _obj(dict(request_id=_s('string'), model_version=_s('string'), **props),
                 ['request_id', 'model_version', *props])
 
+_MISSING = _s('object', additionalProperties=_s('string'), description="the views whose aggregates were missing, "
+              "and why; present only when some were (a model with feature views)")
+
 def prediction_schema(model:LoadedModel|None) -> dict:
     "The JSON schema of one record's prediction, per task: the class and its probability (by class), or the value."
+    more = dict(features_missing=_MISSING) if model is not None and model.views else {}
     if model is not None and model.kind == 'regression':
-        return _obj(dict(request_id=_s('string'), prediction=_s('number', description='the predicted value')),
+        return _obj(dict(request_id=_s('string'), prediction=_s('number', description='the predicted value'), **more),
                     ['request_id', 'prediction'])
     props = dict(request_id=_s('string'), prediction=_s('string', description='the predicted class'),
                  probability=_s('number', minimum=0, maximum=1,
                                 description='of the predicted (binary: positive) class'))
     if model is not None and model.kind == 'multiclass':
         props['probabilities'] = _obj({c: _s('number', minimum=0, maximum=1) for c in model.labels}, model.labels)
-    return _obj(props, list(props))
+    return _obj(props | more, list(props))
 
 @patch
 def openapi(self:Server) -> dict:
