@@ -4,10 +4,11 @@
 
 # %% ../nbs/15_cli.ipynb #90e5f64f
 from __future__ import annotations
-import argparse, importlib, json, os, sys
+import argparse, datetime as dt, importlib, json, os, sys
 from importlib.util import find_spec
 from .config import Settings, get_settings, home_paths, parse_assignments, parse_settings
 from .data import DataError
+from .feature_store import run_materialize
 from .monitor import run_monitor
 from .registry import IntegrityError, Registry
 from .score import score_file
@@ -15,8 +16,8 @@ from .serve import SETTINGS_VARIABLE, multiprocess_metrics
 
 # %% auto #0
 __all__ = ['EXIT', 'FAILURES', 'EXTRAS', 'STAGE_NEEDS', 'SERVE_FLAGS', 'missing_extra', 'run_command', 'stages_command',
-           'registry_command', 'serve_command', 'score_command', 'monitor_command', 'new_command', 'airflow_command',
-           'parser', 'main', 'cli']
+           'registry_command', 'serve_command', 'score_command', 'monitor_command', 'materialize_command',
+           'new_command', 'airflow_command', 'parser', 'main', 'cli']
 
 # %% ../nbs/15_cli.ipynb #1d9c1f5c
 EXIT = dict(ok=0, problem=1, failed=2, held=3)
@@ -135,7 +136,7 @@ def monitor_command(a) -> int:
     "`mlsys monitor`: 0 healthy, 1 drift or a broken batch, 2 the check failed."
     try:
         s = _settings(a, **{'paths.registry': a.registry})
-        d = run_monitor(a.data, a.model, a.model_name, a.policy, s)
+        d = run_monitor(a.data, a.model, a.model_name, a.policy, s, events=a.events)
     except FAILURES as e: return _fail(e)
     if (d.get('retrain') or {}).get('requested'):         # the job runner retrains: the `jobs` extra
         p = importlib.import_module('mlsys.pipeline')
@@ -143,6 +144,27 @@ def monitor_command(a) -> int:
         except (p.StageFailed, *FAILURES) as e: return _fail(e)
     print(json.dumps(d, default=str))
     return EXIT['ok'] if d['status'] == 'ok' else EXIT['problem']
+
+# %% ../nbs/15_cli.ipynb #f7928384
+def materialize_command(a) -> int:
+    "`mlsys materialize`: 0 materialized; 2 refused (a changed view, a broken event log) or failed."
+    try:
+        s = _settings(a)
+        res = run_materialize(a.views, a.events, a.as_of or dt.datetime.now(dt.timezone.utc),
+                              a.store or home_paths(s).online_store, a.replace, s.data.max_quarantine_fraction)
+    except FAILURES as e: return _fail(e)
+    print(json.dumps(res))
+    return EXIT['ok']
+
+def _store_parser(sub, common):
+    "`mlsys materialize`."
+    m = sub.add_parser('materialize', parents=[common], help="fill the online feature store from an event log")
+    m.add_argument('--views', required=True, help='the views file (YAML or JSON)')
+    m.add_argument('--events', required=True, help='the event log (CSV or parquet)')
+    m.add_argument('--as-of', dest='as_of', help='ISO 8601 time to materialize as of; default: now')
+    m.add_argument('--store', help='the store file; default: features.online_store under the home')
+    m.add_argument('--replace', action='store_true', help='overwrite views whose definition changed')
+    m.set_defaults(func=materialize_command)
 
 # %% ../nbs/15_cli.ipynb #56231581
 def new_command(a) -> int:
@@ -235,6 +257,7 @@ def _serving_parsers(sub, common):
     m.add_argument('--model-name', dest='model_name')
     m.add_argument('--registry')
     m.add_argument('--policy', choices=['off', 'alert', 'retrain'], help='default: drift.policy in settings')
+    m.add_argument('--events', help="the event log, to measure training/serving skew of a model's feature views")
     m.set_defaults(func=monitor_command)
 
 # %% ../nbs/15_cli.ipynb #540b43ad
@@ -291,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
     "The `mlsys` command line."
     p = argparse.ArgumentParser(prog='mlsys', description='Run mlsys jobs, and serve, score and monitor their models.')
     sub, common = p.add_subparsers(dest='command', required=True), _common()
-    for add in (_run_parser, _registry_parser, _serving_parsers, _new_parser, _airflow_parser):
+    for add in (_run_parser, _registry_parser, _serving_parsers, _store_parser, _new_parser, _airflow_parser):
         add(sub, common)
     return p
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import polars as pl
 import yaml
 from fastcore.basics import patch
+from .config import write_atomic
 from .data import ColumnRule, Contract, DataError, Validation, infer_contract, read_table, validate
 
 # %% auto #0
 __all__ = ['AGGREGATES', 'shortest', 'Aggregate', 'FeatureView', 'views_from', 'load_views', 'views_json', 'views_hash',
            'event_contract', 'validate_events', 'point_in_time', 'point_in_time_reference', 'join_views',
-           'with_aggregates', 'OnlineStore', 'utc_time']
+           'with_aggregates', 'OnlineStore', 'utc_time', 'run_materialize', 'skew_report']
 
 # %% ../nbs/02a_feature_store.ipynb #88bb8e7b
 AGGREGATES = ('count', 'sum', 'mean', 'last')
@@ -341,3 +342,52 @@ def lookup(self:OnlineStore, view:FeatureView, entity, now:float|None=None) -> t
     if view.ttl and (time.time() if now is None else now) - r[3] > shortest(view.ttl).total_seconds():
         return none, f'stale: materialized as of {r[2]}, older than the ttl of {view.ttl}'
     return json.loads(r[0]), None
+
+# %% ../nbs/02a_feature_store.ipynb #8481f7b2
+def run_materialize(views,                  # a views file (YAML or JSON)
+                    events,                 # the event log: CSV or parquet
+                    as_of,                  # the time to materialize as of: ISO 8601 or a datetime
+                    store:str|Path,         # the online store's file
+                    replace:bool=False,     # overwrite views whose definition changed
+                    max_quarantine_fraction:float|None=None, # refuse above this; None: the setting
+                   ) -> dict:
+    "Validate the event log and materialize the views into the store as of `as_of`; what was done."
+    vs, when = load_views(views), utc_time(as_of)
+    ev = validate_events(events, vs, max_quarantine_fraction=max_quarantine_fraction)
+    rec = dict(store=str(store), as_of=when.isoformat(), views_sha256=views_hash(vs),
+               events=dict(input=ev.n_input, accepted=ev.accepted.height, quarantined=ev.quarantine.height))
+    if ev.quarantine.height:
+        q = Path(store).parent/'quarantine'/f"{when:%Y%m%dT%H%M%SZ}.parquet"
+        q.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(q, _parquet(ev.quarantine))
+        rec['quarantine'] = str(q)
+    return rec | dict(entities=OnlineStore(store).materialize(vs, ev.accepted.drop('_row'), when, replace))
+
+def _parquet(df:pl.DataFrame) -> bytes:
+    "A frame as parquet bytes."
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+# %% ../nbs/02a_feature_store.ipynb #c54b6220
+def _differs(a:pl.Expr, b:pl.Expr, tolerance:float) -> pl.Expr:
+    "Whether two number columns differ beyond `tolerance` (relative and absolute); a value on one side only differs."
+    a, b = a.cast(pl.Float64).fill_nan(None), b.cast(pl.Float64).fill_nan(None)
+    return pl.when(a.is_null() | b.is_null()).then(a.is_null() != b.is_null()).otherwise(
+        (a - b).abs() > tolerance * (1 + b.abs()))
+
+def skew_report(served:pl.DataFrame,      # rows as served: keys, the aggregates used, the request time
+                views:list[FeatureView],  # the model's views
+                events:pl.DataFrame,      # the event log (accepted events)
+                at:str,                   # `served`'s time column: when each row was served
+                tolerance:float=1e-6,     # relative and absolute
+               ) -> pl.DataFrame:
+    "Per aggregate, how many served rows differ from the offline join at their own time, and the share."
+    views = [v for v in views if v.entity in served.columns and all(n in served.columns for n in v.names)]
+    keys = sorted({v.entity for v in views})
+    offline = join_views(served.select(*keys, at), views, events, at)
+    res = [dict(view=v.name, feature=n, rows=served.height,
+                differ=int(served.select(_differs(served[n], offline[n], tolerance).sum()).item()))
+           for v in views for n in v.names]
+    schema = dict(view=pl.String, feature=pl.String, rows=pl.Int64, differ=pl.Int64)
+    return pl.DataFrame(res, schema=schema).with_columns(share=pl.col('differ') / pl.col('rows').clip(1))

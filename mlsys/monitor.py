@@ -13,6 +13,7 @@ import polars as pl
 from .config import (file_record, get_settings, home_paths, sha256_file, stage_file, update_manifest,
                           write_atomic, write_parquet_atomic)
 from .data import DTYPES, contract_from_dict, read_table, validate
+from .feature_store import skew_report, validate_events
 from .registry import Registry
 from .runtime import LoadedModel, log_window
 from .tasks import HEADLINE, Task, regression_metrics, roc_auc
@@ -20,7 +21,7 @@ from .tasks import HEADLINE, Task, regression_metrics, roc_auc
 # %% auto #0
 __all__ = ['BINS', 'LOW_CARDINALITY', 'P_VALUE_METHODS', 'Profile', 'reference_profile', 'profile_kinds', 'contract_kinds',
            'column_drift', 'drift_report', 'evidently_report', 'reference_artifacts', 'file_window', 'performance',
-           'run_monitor']
+           'served_skew', 'run_monitor']
 
 # %% ../nbs/11_monitor.ipynb #ed663645
 BINS = 2000   # fine uniform bins over a numeric column's reference range
@@ -256,6 +257,26 @@ def performance(window:pl.DataFrame, task:Task, reference:float|None, settings=N
         return res | dict(note='one class only among the labels' if task.kind == 'binary' else 'labels all equal')
     return res | dict(value=value, dropped=reference is not None and value < reference - cfg.max_auc_drop)
 
+# %% ../nbs/11_monitor.ipynb #127e8ec1
+def served_skew(window:pl.DataFrame, # the prediction log's window: inputs as served, `time` logged
+                m:LoadedModel,       # the model served
+                events,              # the event log: a CSV or parquet path, or a frame
+                s,                   # settings
+               ) -> dict|None:
+    "Per aggregate, the share of served rows that differ from the offline join; which exceed the limit."
+    cfg = s.features
+    logged = pl.from_epoch((pl.col('time') * 1e6).round().cast(pl.Int64), 'us').dt.replace_time_zone('UTC')
+    at = logged
+    if m.time_column in window.columns:
+        own = pl.col(m.time_column).cast(pl.String).str.to_datetime(strict=False, time_unit='us', time_zone='UTC')
+        at = pl.coalesce(own, logged)
+    served = window.with_columns(at.alias('_served_at'),
+                                 *[pl.col(n).cast(pl.Float64) for v in m.views for n in v.names if n in window.columns])
+    ev = validate_events(events, m.views, max_quarantine_fraction=1.0).accepted.drop('_row')
+    rep = skew_report(served, m.views, ev, '_served_at', cfg.skew_tolerance)
+    return dict(features=rep.to_dicts(), max_share=cfg.max_skew_share,
+                skewed=rep.filter(pl.col('share') > cfg.max_skew_share)['feature'].to_list())
+
 # %% ../nbs/11_monitor.ipynb #aa399c85
 def _window_id(version:str, window:pl.DataFrame, policy:str) -> str:
     "The identity of a check: the version, the window's rows and the policy."
@@ -297,7 +318,9 @@ def run_monitor(data=None,                # a CSV or parquet batch; None: the pr
                 model_name:str|None=None, # the model's name; None: the registry's only model
                 policy:str|None=None,     # off, alert or retrain; None: `drift.policy`
                 settings=None,            # settings (resolved once by the caller) or overrides
-                now:float|None=None) -> dict:
+                now:float|None=None,
+                events=None,              # the event log, to measure training/serving skew (models with views)
+               ) -> dict:
     "Check one window of the monitored version and act by the policy; the decision (`status`: ok, drift or broken)."
     s = get_settings(settings)
     cfg, paths = s.drift, home_paths(s)
@@ -319,10 +342,11 @@ def run_monitor(data=None,                # a CSV or parquet batch; None: the pr
     wid = _window_id(version, window, policy) if window.height else f"broken-{findings['sha256'][:16]}"
     out = paths.monitor/wid
     if (out/'decision.json').exists(): return json.loads((out/'decision.json').read_text()) | dict(repeated=True)
-    return _judge(window, findings, m, reg, name, v, policy, out, s)
+    return _judge(window, findings, m, reg, name, v, policy, out, s, events if m.views and not data else None)
 
 # %% ../nbs/11_monitor.ipynb #93994a44
-def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, policy:str, out:Path, s) -> dict:
+def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, policy:str, out:Path, s,
+           events=None) -> dict:
     "Drift, performance and contract findings of a window; the evidence written, alarms recorded and raised."
     time_now = dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
     base = dict(model_version=m.version, rows=window.height, window=out.name, policy=policy, time=time_now)
@@ -333,10 +357,12 @@ def _judge(window, findings:dict, m:LoadedModel, reg:Registry, name:str, v:int, 
     profile = Profile.from_json(reg.read(name, v, 'drift_reference'))
     rep = drift_report(profile, window, s) | dict(contract=findings)
     perf = performance(window, m.task, reg.show(name, v)['metrics'].get(HEADLINE[m.kind]), s)
-    reasons = _reasons(rep, perf, findings)
-    decision = base | dict(status='drift' if reasons else 'ok', reasons=reasons)
+    reasons, skew = _reasons(rep, perf, findings), served_skew(window, m, events, s) if events is not None else None
+    skewed = [f'training/serving skew: {f} differs on more than {skew["max_share"]:.0%} of the rows'
+              for f in (skew or {}).get('skewed', [])]
+    decision = base | dict(status='drift' if reasons else 'skew' if skewed else 'ok', reasons=reasons + skewed)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out/'report.json', json.dumps(dict(drift=rep, performance=perf), indent=2, default=str))
+    write_atomic(out/'report.json', json.dumps(dict(drift=rep, performance=perf, skew=skew), indent=2, default=str))
     numeric, categorical = profile_kinds(profile, window.columns)
     if find_spec('evidently'):   # the HTML report needs the 'evaluate' extra; the verdict above does not
         sample = pl.read_parquet(io.BytesIO(reg.read(name, v, 'reference_sample')))
