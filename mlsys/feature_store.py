@@ -6,6 +6,7 @@
 from __future__ import annotations
 import datetime as dt, hashlib, io, json, re, sqlite3, threading, time
 from dataclasses import asdict, dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 import polars as pl
 import yaml
@@ -24,6 +25,7 @@ _SECONDS = dict(ns=1e-9, us=1e-6, ms=1e-3, s=1, m=60, h=3600, d=86400, w=7 * 864
                 y=365 * 86400)
 _PART = re.compile(r'(\d+)(ns|us|ms|mo|s|m|h|d|w|q|y)')
 
+@lru_cache(maxsize=1024)
 def shortest(window:str) -> dt.timedelta:
     "The shortest span a polars duration such as `90d`, `1h30m` or `1mo` covers (a month: 28 days)."
     parts = _PART.findall(window) if isinstance(window, str) else []
@@ -77,12 +79,12 @@ class FeatureView:
         if self.ttl is not None: shortest(self.ttl)
         if len(set(self.names)) < len(self.names): raise ValueError(f"view {self.name!r} repeats an aggregate")
 
-    @property
+    @cached_property    # a view is not changed once made: its names and hash are read on every online lookup
     def names(self) -> list[str]: return [f'{self.name}_{a.name}' for a in self.aggregates]
     @property
     def columns(self) -> list[str]: return sorted({a.column for a in self.aggregates if a.column})
     def to_dict(self) -> dict: return asdict(self)
-    @property
+    @cached_property
     def hash(self) -> str: return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 # %% ../nbs/02a_feature_store.ipynb #09eb9fe6
