@@ -46,7 +46,10 @@ class Transform:
 class FeatureSpec:
     "Fitted transforms; identified by the hash of their JSON."
     transforms: list[Transform]
-    def to_json(self): return json.dumps({'transforms': [asdict(t) for t in self.transforms]}, indent=1, sort_keys=True)
+    views_sha256: str|None = None   # the feature views whose aggregates some transforms read, if any
+    def to_json(self):
+        views = {'views_sha256': self.views_sha256} if self.views_sha256 else {}
+        return json.dumps({'transforms': [asdict(t) for t in self.transforms]} | views, indent=1, sort_keys=True)
     @property
     def hash(self): return hashlib.sha256(self.to_json().encode()).hexdigest()
     @property
@@ -61,7 +64,9 @@ class FeatureSpec:
     def inputs(self): return list(dict.fromkeys(c for t in self.transforms for c in (t.column, t.other) if c))
     def save(self, path): return write_atomic(path, self.to_json())
     @classmethod
-    def load(cls, path): return cls([Transform(**t) for t in json.loads(Path(path).read_text())['transforms']])
+    def load(cls, path):
+        d = json.loads(Path(path).read_text())
+        return cls([Transform(**t) for t in d['transforms']], d.get('views_sha256'))
 
 # %% ../nbs/03_features.ipynb #c72744af
 def _missing(e:pl.Expr) -> pl.Expr: return e.is_null() | ~e.cast(pl.Float64).is_finite().fill_null(False)
@@ -402,6 +407,7 @@ def run_features(run_dir:str|Path,  # a run directory whose ingest stage succeed
     labels, info = split_rows(table, split, fractions, seed, rules.target, rules.time_column)
     spec = fit_features(table.filter(labels == 'train'), rules, ratios=_ratios(ratios), logs=as_list(logs, 'logs'),
                         bins=bins or {})
+    spec.views_sha256 = rec.get('views_hash')   # the spec names the views it was fitted with
     key = [c for c in (rules.id_column, rules.target) if c]
     feats = transform(spec, table.with_columns(labels), keep=[*key, 'split'])
     paths = dict(features=write_parquet_atomic(feats, stage_file(out, 'features')),
