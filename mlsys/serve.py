@@ -50,21 +50,28 @@ def _name(c) -> str|None: return c if c is None or len(c) <= SHOWN_CHARS else _s
 def _problem(record:int|None, column:str|None, problem:str) -> dict:
     return dict(record=record, column=_name(column), problem=problem)
 
+def _checker(rule:dict, text:bool):
+    "A function that says what is wrong with one value of a column with `rule`, or None: the rule read once."
+    nullable, cats, dtype = rule.get('nullable', True), rule.get('categories'), rule.get('dtype')
+    cats, lo, hi = None if cats is None else frozenset(cats), rule.get('min'), rule.get('max')
+    def check(v) -> str|None:
+        if v is None: return None if nullable else 'missing value (null) where the contract requires one'
+        if text:
+            if not isinstance(v, str): return f'expected text, got {type(v).__name__}'
+            if cats is not None and v not in cats: return f'{_shown(v)} is not one of the contract categories'
+            return None
+        if isinstance(v, bool) and dtype != 'bool': return 'expected a number, got a boolean'
+        if not isinstance(v, (int, float)): return f'expected a number, got {type(v).__name__}'
+        if dtype == 'int64' and isinstance(v, float) and not v.is_integer():
+            return f'{v} is not a whole number, and the contract says int64'
+        if lo is not None and v < lo: return f'{v} is below the contract minimum {lo}'
+        if hi is not None and v > hi: return f'{v} is above the contract maximum {hi}'
+        return None
+    return check
+
 def _check_value(v, rule:dict, text:bool) -> str|None:
     "What is wrong with one value, or None."
-    if v is None: return None if rule.get('nullable', True) else 'missing value (null) where the contract requires one'
-    if text:
-        if not isinstance(v, str): return f'expected text, got {type(v).__name__}'
-        if rule.get('categories') is not None and v not in rule['categories']:
-            return f'{_shown(v)} is not one of the contract categories'
-        return None
-    if isinstance(v, bool) and rule.get('dtype') != 'bool': return 'expected a number, got a boolean'
-    if not isinstance(v, (int, float)): return f'expected a number, got {type(v).__name__}'
-    if rule.get('dtype') == 'int64' and isinstance(v, float) and not v.is_integer():
-        return f'{v} is not a whole number, and the contract says int64'
-    if rule.get('min') is not None and v < rule['min']: return f'{v} is below the contract minimum {rule["min"]}'
-    if rule.get('max') is not None and v > rule['max']: return f'{v} is above the contract maximum {rule["max"]}'
-    return None
+    return _checker(rule, text)(v)
 
 # %% ../nbs/09_serve.ipynb #0ec43f31
 class _Repeated(ValueError): pass
@@ -114,23 +121,38 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject', max_records
         raise RequestError(422, [_problem(None, None, f'{len(recs)} records, over the limit of {max_records}')])
     if not all(isinstance(r, dict) for r in recs): raise RequestError(422, [_problem(None, None, _SHAPE)])
     if fill: fill(recs)
-    problems, count, cols = [], 0, {name: [] for name, _ in model.inputs}
+    problems, count, checks = [], 0, _checks(model)
+    cols = [[] for _ in checks]
     def bad(i, column, why):
         nonlocal count
         count += 1
         if len(problems) < max_problems: problems.append(_problem(i, column, why))
     for i, r in enumerate(recs):
-        for name, text in model.inputs:
+        for (name, text, check), col in zip(checks, cols):
             if name not in r: bad(i, name, 'missing column'); continue
-            if why := _check_value(v := r[name], model.columns.get(name, {}), text): bad(i, name, why)
-            else: cols[name].append(('' if text else math.nan) if v is None else v)
+            if why := check(v := r[name]): bad(i, name, why)
+            else: col.append(('' if text else math.nan) if v is None else v)
         if extra == 'reject':
             for c in r:
                 if c not in model.columns: bad(i, c, 'column not in the contract')
     if count: raise RequestError(422, problems, count - len(problems))
-    arrays = {name: np.array(cols[name], dtype=object if text else np.float64).reshape(-1, 1)
-              for name, text in model.inputs}
-    return arrays, recs, batch
+    return _arrays(checks, cols), recs, batch
+
+def _checks(model:LoadedModel) -> list[tuple]:
+    "The model's inputs with their checkers, made once per model."
+    if (c := getattr(model, '_checks', None)) is None:
+        c = model._checks = [(n, t, _checker(model.columns.get(n, {}), t)) for n, t in model.inputs]
+    return c
+
+def _arrays(checks:list[tuple], cols:list[list]) -> dict[str, np.ndarray]:
+    "Input arrays `(n, 1)` from the values by column: one array for the numbers and one for the text, then views."
+    out = {}
+    for text in (False, True):
+        idx = [i for i, (_, t, _) in enumerate(checks) if t == text]
+        if not idx: continue
+        block = np.array([cols[i] for i in idx], dtype=object if text else np.float64)[:, :, None]   # (columns, rows, 1)
+        for j, i in enumerate(idx): out[checks[i][0]] = block[j]
+    return {n: out[n] for n, _, _ in checks}
 
 # %% ../nbs/09_serve.ipynb #2bbbb504
 def _request_time(v) -> float|None:
@@ -401,11 +423,10 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     p, degraded, used = await self._score(model, cols, ro, big)
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
-    logged = self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))
+    await _work(big, self.log.add, await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
-    if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     self._answered(rid, len(recs) if batch else 0)
     preds = [dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)]
     for d, m in zip(preds, missing):
@@ -470,7 +491,7 @@ async def _feedback(self:Server, request) -> tuple[int, dict]:
     if problems: raise RequestError(422, problems[:self.max_problems], max(0, len(problems) - self.max_problems))
     if not await self._known(rid):
         return 404, dict(error=f'no prediction has the id {rid} (a record of a batch has its own: <request id>-<i>)')
-    if (logged := self.log.feedback(rid, label)) is not None: await asyncio.wrap_future(logged)
+    self.log.feedback(rid, label)   # durable: committed before the answer
     return 202, dict(request_id=rid, label=label, recorded=True)
 
 # %% ../nbs/09_serve.ipynb #20730def
