@@ -171,6 +171,11 @@ class PredictionLog:
         with self.lock: self.pending.append((table, rows))
 
     def add(self, rows:list[tuple]): return self._append('predictions', rows)
+    def add_all(self, batches:list[list[tuple]]) -> list[int|None]:
+        "Several requests' predictions at once (one transaction when durable); each one's `add` result."
+        if not self.durable: return [self.add(rows) for rows in batches]
+        self._write([('predictions', rows) for rows in batches])
+        return [len(rows) for rows in batches]
     def feedback(self, request_id:str, label:str): return self._append('feedback', [(request_id, label, time.time())])
 
     def close(self):
