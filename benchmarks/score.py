@@ -8,13 +8,14 @@ taking turns, `--repeats` times each after one warm-up round:
 - onnxruntime alone: `session.run` over the accepted rows' feeds, prepared in memory beforehand (typed, as arrays,
   in chunks of `--chunk-rows`), once with one intra-op thread and once with all of this machine's cores.
 
-The table gives median seconds, rows per second and each one's ratio to the faster onnxruntime (the goal of issue
-18: `score_file` at >= 0.85 of it). `--profile` adds where one chunk's time goes when the steps run one after the
-other (read, validate, feeds, onnxruntime, output columns, write).
+The table gives median seconds, rows per second, each one's ratio to the faster onnxruntime (the goal of issue 18:
+`score_file` at >= 0.85 of it) and the CPU seconds it used (all threads): the work done, whatever else the machine
+runs meanwhile. `--profile` adds where the time goes when the steps run one after the other (read, validate, feeds,
+onnxruntime, output columns, write), summed over the file's chunks.
 
     python benchmarks/score.py [--rows 1000000] [--chunk-rows 100000] [--repeats 5] [--model M.onnx] [--profile]
 """
-import argparse, os, shutil, statistics, tempfile, time, warnings
+import argparse, os, resource, shutil, statistics, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -27,6 +28,12 @@ from mlsys.features import run_features
 from mlsys.runtime import LoadedModel, scoring_contract
 from mlsys.score import _batches, score_file
 from mlsys.train import run_train
+
+
+def cpu_seconds() -> float:
+    "This process's CPU time so far, all threads, user and system."
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
 
 
 def batch(path:Path, rows:int) -> int:
@@ -85,21 +92,27 @@ def main(rows, chunk_rows, repeats, model, show_profile):
     def scorer(i):
         return lambda: score_file(data, tmp/f'out-{i}', model=model, chunk_rows=chunk_rows)
     times = {'mlsys score (score_file)': []} | {k: [] for k in sessions}
+    cpu = {k: [] for k in times}
     for i in range(repeats + 1):                    # the first round warms everything up and is not counted
         for name in times:
             run = scorer(i) if name.startswith('mlsys') else ort(sessions[name])
-            t0 = time.perf_counter(); res = run(); dt = time.perf_counter() - t0
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            res = run()
+            dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
             if name.startswith('mlsys'):
                 assert (res['scored'], res['quarantined']) == (accepted, n - accepted), res
                 shutil.rmtree(tmp/f'out-{i}')
-            if i: times[name].append(dt)
+            if i: times[name].append(dt); cpu[name].append(dc)
     rate = {k: (n if k.startswith('mlsys') else accepted) / statistics.median(ts) for k, ts in times.items()}
     best = max(v for k, v in rate.items() if not k.startswith('mlsys'))
     print(f"{n:,} rows ({n - accepted:,} quarantined), chunks of {chunk_rows:,}, {cores} CPUs here; "
           f"medians of {repeats}\n")
-    print(f"{'':<36} {'seconds':>8} {'rows/s':>10} {'vs onnxruntime':>15}")
+    print(f"{'':<36} {'seconds':>8} {'rows/s':>10} {'vs onnxruntime':>15} {'CPU seconds':>12}")
     for k, ts in times.items():
-        print(f"{k:<36} {statistics.median(ts):8.2f} {rate[k]:10,.0f} {rate[k] / best:15.2f}")
+        print(f"{k:<36} {statistics.median(ts):8.2f} {rate[k]:10,.0f} {rate[k] / best:15.2f} "
+              f"{statistics.median(cpu[k]):12.2f}")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}: other processes' CPU use slows the scorer, "
+          "which needs two cores, more than onnxruntime alone on one")
     if show_profile:
         t = profile(data, blob, chunk_rows, tmp)
         print(f"\none after the other (1 thread for onnxruntime), seconds per step over the file "
