@@ -42,7 +42,8 @@ def join_throughput(repeats):
     ev = validate_events(events, views, max_quarantine_fraction=0.2).accepted.drop('_row')
     blind = [FeatureView(**(v.to_dict() | dict(arrival_column=None))) for v in views]
     n = sum(len(v.names) for v in views)
-    print(f"1. point-in-time join, {rows.height:,} rows x {n} aggregates over {ev.height:,} events (median of {repeats}):")
+    print(f"1. point-in-time join, {rows.height:,} rows x {n} aggregates over {ev.height:,} accepted events "
+          f"(median of {repeats}):")
     for label, vs in (('with arrival times', views), ('event time only', blind)):
         t = timed(lambda: join_views(rows, vs, ev, 'predict_at'), repeats)
         print(f"   {label:20s} {t:6.2f} s   {rows.height / t:10,.0f} rows/s")
@@ -63,13 +64,15 @@ def lift(d:Path, days:int, epochs:int):
     rows, events = flight_tables(days)
     rows.write_parquet(d/'rows.parquet'); events.write_parquet(d/'events.parquet')
     (d/'views.yaml').write_text(FLIGHT_VIEWS)
-    print(f"\n2. lift: {rows.height:,} departures of the first {days} days, temporal split, {epochs} epochs; test ROC-AUC:")
+    print(f"\n2. lift: {rows.height:,} departures of the first {days} days, temporal split, {epochs} epochs; "
+          "test ROC-AUC:")
     runs = {}
     for with_views in (False, True):
         t0 = time.perf_counter()
         runs[with_views] = run = pipeline(d, days, with_views, epochs)
         m = json.loads((run/'train'/'metrics.json').read_text())
-        print(f"   {'row + aggregates' if with_views else 'row columns only':18s} network {m['model']['test']['roc_auc']:.3f}"
+        name = 'row + aggregates' if with_views else 'row columns only'
+        print(f"   {name:18s} network {m['model']['test']['roc_auc']:.3f}"
               f"   logistic baseline {m['baseline']['test']['roc_auc']:.3f}   ({time.perf_counter() - t0:.0f} s)")
     return runs[True], rows, events
 
@@ -80,7 +83,8 @@ def lookup_cost(d:Path, run:Path, rows, events, views, seconds, rounds):
     store = OnlineStore(home/'online'/'features.sqlite')
     ev = validate_events(events, views, max_quarantine_fraction=0.2).accepted.drop('_row')
     store.materialize(views, ev, T)
-    rec = {k: v for k, v in rows.filter(pl.col('predict_at') == T).row(0, named=True).items() if k not in ('rownames', 'late')}
+    first = rows.filter(pl.col('predict_at') == T).row(0, named=True)
+    rec = {k: v for k, v in first.items() if k not in ('rownames', 'late')}
     rec['predict_at'] = T.isoformat()
     full = dict(rec)
     online_values(views, store, [full], 'predict_at')
@@ -112,7 +116,8 @@ def lookup_cost(d:Path, run:Path, rows, events, views, seconds, rounds):
         for n, m in med.items():
             print(f"   c={c} {n:16s} {m['rps']:8,.0f} req/s   p50 {m['p50']:.3f} ms   p99 {m['p99']:.3f} ms")
         a, b = med['keys (lookup)'], med['aggregates sent']
-        print(f"   c={c} the lookup costs {(a['p50'] - b['p50']) * 1e3:+.0f} µs at p50; req/s ratio {a['rps'] / b['rps']:.2f}")
+        print(f"   c={c} the lookup costs {(a['p50'] - b['p50']) * 1e3:+.0f} µs at p50; "
+              f"req/s ratio {a['rps'] / b['rps']:.2f}")
 
 
 def main():

@@ -151,7 +151,8 @@ def _arrays(checks:list[tuple], cols:list[list]) -> dict[str, np.ndarray]:
     for text in (False, True):
         idx = [i for i, (_, t, _) in enumerate(checks) if t == text]
         if not idx: continue
-        block = np.array([cols[i] for i in idx], dtype=object if text else np.float64)[:, :, None]   # (columns, rows, 1)
+        kind = object if text else np.float64
+        block = np.array([cols[i] for i in idx], dtype=kind)[:, :, None]   # (columns, rows, 1)
         for j, i in enumerate(idx): out[checks[i][0]] = block[j]
     return {n: out[n] for n, _, _ in checks}
 
