@@ -4,8 +4,10 @@
 batch sizes 256 and 1,024. Lightning runs twice: lean (no logger, no checkpoints) and as the train stage runs it
 (CSV + wandb offline tracking, best and last checkpoints written atomically). The Trainer's fixed start-up cost is
 measured as a fit of one batch minus a plain step. `--profile` prints where Lightning's per-step time goes.
+On a machine whose cores others are using, `--threads 1` keeps torch's two-thread barriers from stalling on a
+descheduled thread (runs of the same fit then vary by 10x); the ratios are the overhead's share either way.
 
-    python benchmarks/training.py [--rows 100000] [--epochs 5] [--repeats 3] [--profile]
+    python benchmarks/training.py [--rows 100000] [--epochs 5] [--repeats 3] [--threads 2] [--profile]
 """
 import argparse, cProfile, os, pstats, statistics, tempfile, time, warnings
 import numpy as np
@@ -33,7 +35,8 @@ class Data(TabularData):
 def plain(dm, epochs):
     "The loop a careful person writes by hand: same batches, optimizer, schedule and per-epoch validation."
     torch.manual_seed(0)
-    model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, max_epochs=epochs, **HP)
+    model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, dm.task.to_dict(), max_epochs=epochs,
+                       **HP)
     opt, _ = model.configure_optimizers(); opt, sched = opt[0], _[0]
     for epoch in range(epochs):
         model.train()
@@ -51,11 +54,12 @@ def plain(dm, epochs):
 
 def lightning(dm, epochs, tracked, out, **kw):
     torch.manual_seed(0)
-    model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, max_epochs=epochs, **HP)
+    model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, dm.task.to_dict(), max_epochs=epochs,
+                       **HP)
     loggers = make_loggers(out, 'bench', {}, mode='offline') if tracked else False
     lean = {} if tracked else dict(num_sanity_val_steps=0)
-    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked, patience=10**6,
-                           progress=False, deterministic=False, **lean, **kw)
+    trainer = make_trainer(out, max_epochs=epochs, accelerator='cpu', logger=loggers, checkpoints=tracked,
+                           patience=10**6, progress=False, deterministic=False, **lean, **kw)
     trainer.fit(model, datamodule=dm)
     if tracked: finish_tracking(loggers)
 
@@ -68,11 +72,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--rows', type=int, default=100_000); ap.add_argument('--epochs', type=int, default=5)
     ap.add_argument('--repeats', type=int, default=3); ap.add_argument('--profile', action='store_true')
+    ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     os.environ.setdefault('MLSYS_PATHS_HOME', tempfile.mkdtemp()); os.environ['WANDB_SILENT'] = 'true'
     run_dir = example_run(run_ingest, run_features)
-    print(f"{a.rows:,} rows, {a.epochs} epochs, validation each epoch, 2 threads; medians of {a.repeats}")
+    print(f"{a.rows:,} rows, {a.epochs} epochs, validation each epoch, {a.threads} threads; medians of {a.repeats}")
     for bs in (256, 1024):
         dm = Data(run_dir, a.rows, bs)
         steps = a.epochs * (a.rows // bs + 1)

@@ -4,21 +4,24 @@
 
 # %% ../nbs/04_train.ipynb #1b80c0ea
 from __future__ import annotations
-import importlib, io, json, logging, math, os, warnings
+import contextlib, functools, importlib, inspect, io, json, logging, math, os, platform, warnings
 from pathlib import Path
 import numpy as np
 import polars as pl
+import sklearn
 import torch
 import torch.nn.functional as F
 from torch import nn
 import lightning.pytorch as L
 from fastcore.basics import patch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.profilers import PassThroughProfiler
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import OneHotEncoder
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, MulticlassAccuracy
+from . import __version__
 from .config import (file_record, get_settings, home_paths, run_file, sha256_file, stage_file, update_manifest,
                           write_atomic)
 from .data import load_contract
@@ -30,9 +33,9 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'TabularNet',
-           'AtomicCheckpointIO', 'make_trainer', 'make_loggers', 'finish_tracking', 'network_path', 'network_class',
-           'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train',
-           'run_task', 'load_network', 'plot_learning_curves']
+           'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer', 'make_loggers',
+           'finish_tracking', 'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics',
+           'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task', 'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -81,13 +84,12 @@ class TabularData(L.LightningDataModule):
 # %% ../nbs/04_train.ipynb #de145533
 @patch
 def _loader(self:TabularData, split:str, shuffle:bool):
-    "A loader of whole batches of `split`, per-process batch size under DDP."
+    "The whole batches of `split` (an iterable Lightning takes as it is), per-process batch size under DDP."
     t = self.trainer
     world = t.world_size if t else 1
-    ds = EpochBatches(self.tensors[split], max(1, self.batch_size // world), shuffle, self.seed,
-                      epoch=lambda: t.current_epoch if t else 0,
-                      rank=lambda: (t.global_rank, t.world_size) if t else (0, 1))
-    return torch.utils.data.DataLoader(ds, batch_size=None, generator=torch.Generator())  # its own RNG, not global
+    return EpochBatches(self.tensors[split], max(1, self.batch_size // world), shuffle, self.seed,
+                        epoch=lambda: t.current_epoch if t else 0,
+                        rank=lambda: (t.global_rank, t.world_size) if t else (0, 1))
 
 # %% ../nbs/04_train.ipynb #30c7d1d2
 @patch
@@ -216,6 +218,15 @@ def on_load_checkpoint(self:TabularModule, ckpt):
     "Restore the RNG state the checkpoint carries."
     if 'torch_rng_state' in ckpt: torch.set_rng_state(ckpt['torch_rng_state'])
 
+# %% ../nbs/04_train.ipynb #ec9831c9
+@patch
+def __setattr__(self:TabularModule, name:str, value):
+    "Lightning's per-hook bookkeeping as a plain attribute; anything else as `nn.Module` sets it."
+    if name == '_current_fx_name': object.__setattr__(self, name, value)
+    else: super(TabularModule, self).__setattr__(name, value)
+
+TabularModule.training_step.__signature__ = inspect.signature(TabularModule.training_step)   # read once, not per step
+
 # %% ../nbs/04_train.ipynb #69c2ace4
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Checkpoints written through a temporary file and a rename: never half a file under the real name."
@@ -224,25 +235,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buf)
         write_atomic(path, buf.getvalue())
 
+# %% ../nbs/04_train.ipynb #814b0d5d
+_NO_CONTEXT = contextlib.nullcontext()
+
+class NoProfiler(PassThroughProfiler):
+    "Lightning's default profiler, which records nothing, without building a context manager per hook call."
+    def profile(self, action_name:str): return _NO_CONTEXT
+
+# %% ../nbs/04_train.ipynb #2ba34187
+class _KeyOnce:
+    "A callback whose `state_key`, asked for at every hook call, is computed once."
+    @functools.cached_property
+    def state_key(self) -> str: return super().state_key
+
+class EarlyStopping(_KeyOnce, L.callbacks.EarlyStopping):
+    "Lightning's `EarlyStopping`, its state key computed once."
+
+class ModelCheckpoint(_KeyOnce, L.callbacks.ModelCheckpoint):
+    "Lightning's `ModelCheckpoint`, its state key computed once."
+
 # %% ../nbs/04_train.ipynb #b71addbb
 def make_trainer(out, max_epochs:int=8, accelerator='auto', devices=1, strategy='auto', num_nodes:int=1,
                  precision='32-true', logger=True, callbacks=(), checkpoints:bool=True, progress:bool=True,
                  patience:int=3, deterministic:bool=True,
                  monitor:tuple=('val_auroc', 'max'), # the validation metric to stop and keep the best on, and its mode
+                 profiler=None,                      # a Lightning profiler or its name; None: `NoProfiler`
                  **kw) -> L.Trainer:
     "A Trainer for a `TabularModule`: early stopping; the best and every epoch's last checkpoint, written atomically."
     metric, mode = monitor
-    cbs = [L.callbacks.EarlyStopping(metric, mode=mode, patience=patience), *callbacks]
+    cbs = [EarlyStopping(metric, mode=mode, patience=patience), *callbacks]
     if checkpoints:
         best, last = stage_file(out, 'checkpoint'), stage_file(out, 'last_checkpoint')
-        cbs += [L.callbacks.ModelCheckpoint(best.parent, filename=best.stem, monitor=metric, mode=mode,
-                                            enable_version_counter=False),
-                L.callbacks.ModelCheckpoint(last.parent, filename=last.stem, enable_version_counter=False)]
+        cbs += [ModelCheckpoint(best.parent, filename=best.stem, monitor=metric, mode=mode,
+                                enable_version_counter=False),
+                ModelCheckpoint(last.parent, filename=last.stem, enable_version_counter=False)]
     return L.Trainer(default_root_dir=out, max_epochs=max_epochs, accelerator=accelerator, devices=devices,
                      strategy=strategy, num_nodes=num_nodes, precision=precision, logger=logger, callbacks=cbs,
                      enable_checkpointing=checkpoints, enable_progress_bar=progress, enable_model_summary=False,
                      deterministic=deterministic, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                     log_every_n_steps=50, **kw)
+                     log_every_n_steps=50, profiler=profiler or NoProfiler(), **kw)
+
+# %% ../nbs/04_train.ipynb #c9a99d39
+def _versions() -> dict:
+    "The versions of Python and of the libraries that decide what a model learns, for the tracking run's config."
+    return dict(python=platform.python_version(), torch=torch.__version__, lightning=L.__version__,
+                numpy=np.__version__, polars=pl.__version__, sklearn=sklearn.__version__, mlsys=__version__)
 
 # %% ../nbs/04_train.ipynb #22d239c0
 def make_loggers(out, name:str, config:dict, mode:str|None=None, group:str|None=None, settings=None) -> list:
@@ -254,7 +291,9 @@ def make_loggers(out, name:str, config:dict, mode:str|None=None, group:str|None=
         tracking = home_paths(s).tracking
         tracking.mkdir(parents=True, exist_ok=True)
         loggers.append(L.loggers.WandbLogger(name=name, project='mlsys', save_dir=str(tracking), mode=mode, group=group,
-                                             config=config, settings=dict(console='off', x_disable_stats=True)))
+                                             config=config | dict(versions=_versions()),
+                                             settings=dict(console='off', x_disable_stats=True,
+                                                           x_save_requirements=False)))
     return loggers
 
 # %% ../nbs/04_train.ipynb #3c9cef78
