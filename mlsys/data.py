@@ -363,12 +363,18 @@ def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     return fig
 
 # %% ../nbs/02_data.ipynb #6a16c4f7
+def _text_feed(s:pl.Series) -> np.ndarray:
+    "A text column as a numpy object array ('' if missing), each distinct value made a Python string once."
+    s = s.cast(pl.String).fill_null('')
+    values = s.unique()
+    return values.to_numpy().astype(object)[s.cast(pl.Enum(values)).to_physical().to_numpy()]
+
 def frame_feeds(df:pl.DataFrame,                # typed rows
                 inputs:list[tuple[str, bool]],  # (column, is_text) for each input of an ONNX graph
                ) -> dict[str, np.ndarray]:
     "ONNX feeds from a frame, each `(n, 1)`: text as strings ('' if missing), the rest as float64 (NaN if missing)."
-    return {c: (df[c].cast(pl.String).fill_null('').to_numpy().astype(object) if text else
-                df[c].cast(pl.Float64).fill_null(math.nan).to_numpy().astype(np.float64)).reshape(-1, 1)
+    return {c: (_text_feed(df[c]) if text else
+                df[c].cast(pl.Float64).fill_null(math.nan).to_numpy()).reshape(-1, 1)
             for c, text in inputs}
 
 # %% ../nbs/02_data.ipynb #4794db4c
