@@ -1,4 +1,4 @@
-"""The server under load, side by side in one run, and batch scoring against raw onnxruntime.
+"""The server under load, side by side in one run, beside the HTTP floor and the raw onnxruntime call.
 
 1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
    uvicorn that returns a constant (the HTTP floor), `mlsys serve` with an exported model and the durable prediction log
@@ -12,9 +12,10 @@
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
    checked the way the server does), for the overhead ratio.
 3. Cold start (launch to ready) and resident memory of `mlsys serve`.
-4. Batch scoring rows/s (`score_file` on a parquet file) beside onnxruntime on the same arrays, prepared in memory.
 
-    python benchmarks/serve.py [--seconds 10] [--rows 500000]
+Batch scoring is measured in `benchmarks/score.py`.
+
+    python benchmarks/serve.py [--seconds 10]
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
@@ -99,18 +100,16 @@ def amplification(url, seconds):
           f"{max(waits) * 1e3:.1f} ms, median {statistics.median(waits) * 1e3:.2f} ms\n")
 
 
-def main(seconds, rows):
+def main(seconds):
     if not shutil.which('wrk'): sys.exit('wrk is needed: apt-get install wrk')
     from mlsys.config import run_file
-    from mlsys.data import frame_feeds, run_ingest
+    from mlsys.data import run_ingest
     from mlsys.example import example_run, example_table
     from mlsys.export import run_export
     from mlsys.features import run_features
     from mlsys.runtime import LoadedModel
-    from mlsys.score import score_file
     from mlsys.serve import parse_records
     from mlsys.train import run_train
-    import polars as pl
     tmp = Path(tempfile.mkdtemp())
     run_dir = example_run(run_ingest, run_features, run_train, run_export, max_epochs=2, trials=0, search={}, repeats=10)
     model_path = run_file(run_dir, 'model')
@@ -171,21 +170,8 @@ def main(seconds, rows):
     for c in (1, 8, 32):
         print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} {dur[c]['rps'] / fast[c]['rps']:6.2f}")
 
-    big = (example_table().drop('churn').sample(rows, with_replacement=True, seed=0)   # fresh ids: the contract's key is unique
-           .with_columns(rownames=pl.int_range(1, rows + 1, dtype=pl.Int64)))
-    big.write_parquet(tmp/'big.parquet')
-    t0 = time.perf_counter()
-    counts = score_file(tmp/'big.parquet', tmp/'scored', model=str(model_path), chunk_rows=100_000)
-    scored = time.perf_counter() - t0
-    m_all = LoadedModel(model_path.read_bytes(), 'bench', threads=os.cpu_count())
-    arrays = frame_feeds(big.cast({c: pl.Float64 for c, t in m_all.inputs if not t}), m_all.inputs)
-    t0 = time.perf_counter(); m_all.predict(arrays); raw_batch = time.perf_counter() - t0
-    print(f"\nbatch scoring {rows:,} rows: score_file {rows / scored:,.0f} rows/s ({counts['scored']:,} scored, {counts['quarantined']} quarantined); "
-          f"onnxruntime on prepared arrays {rows / raw_batch:,.0f} rows/s; ratio {raw_batch / scored:.2f}")
-
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seconds', type=int, default=10)
-    ap.add_argument('--rows', type=int, default=500_000)
     main(**vars(ap.parse_args()))
