@@ -155,8 +155,9 @@ class PredictionLog:
             c.executescript(LOG_SCHEMA)
         self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)   # used under `lock` only
         self.db.execute('PRAGMA synchronous=NORMAL')
-        self.thread = None if durable else threading.Thread(target=self._run, name='prediction-log', daemon=True)
-        if self.thread: self.thread.start()
+        self.db.execute('PRAGMA wal_autocheckpoint=0')   # checkpoints (and their fsyncs) happen in the thread below
+        self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True)
+        self.thread.start()
 
     def _write(self, batches:list[tuple[str, list[tuple]]]) -> int:
         "Insert each `(table, rows)` in one transaction; the rows written."
@@ -180,16 +181,20 @@ class PredictionLog:
 
     def close(self):
         self.stop.set()
-        if self.thread: self.thread.join(timeout=10)
+        self.thread.join(timeout=10)
         with self.lock: self.db.close()
 
     def _run(self):
-        "Every `interval`, write what is pending in one transaction; until stopped and drained."
+        "Every `interval`, write what is pending in one transaction and checkpoint the WAL; until stopped and drained."
+        c = sqlite3.connect(self.path, timeout=60)
         while True:
             self.stop.wait(self.interval)
             with self.lock: taken, self.pending = self.pending, []
             if taken: self._write(taken)
+            try: c.execute('PRAGMA wal_checkpoint(PASSIVE)')   # never waits for the writers; off the request path
+            except sqlite3.OperationalError: pass
             if self.stop.is_set() and not self.pending: break
+        c.close()
 
 # %% ../nbs/07_runtime.ipynb #d58fd34c
 @patch
