@@ -9,29 +9,20 @@ The local scorer gives onnxruntime all the machine's cores in one process; Ray r
 
     python benchmarks/score_ray.py [--rows 1000000] [--chunk-rows 100000] [--repeats 3] [--cpus N]
 """
-import argparse, os, shutil, statistics, tempfile, time, warnings
+import argparse, os, shutil, statistics, sys, tempfile, time, warnings
 from pathlib import Path
-import polars as pl
 warnings.filterwarnings('ignore')
 import ray
 from mlsys.config import run_file
 from mlsys.data import run_ingest
 from mlsys.distributed import score_file_ray
-from mlsys.example import example_run, example_table
+from mlsys.example import example_run
 from mlsys.export import run_export
 from mlsys.features import run_features
 from mlsys.score import score_file
 from mlsys.train import run_train
-
-
-def batch(path:Path, rows:int) -> int:
-    "The example table, target dropped, repeated to `rows` rows with one in 1,000 broken; its row count."
-    df = example_table().drop('churn').with_columns(pl.col('tenure').cast(pl.String))
-    df = pl.concat([df] * (rows // df.height + 1)).head(rows)
-    df = df.with_columns(pl.when(pl.int_range(pl.len()) % 1000 == 7).then(pl.lit('soon')).otherwise('tenure')
-                         .alias('tenure'), rownames=pl.int_range(pl.len()))
-    df.write_parquet(path)
-    return df.height
+sys.path.insert(0, str(Path(__file__).parent))
+from score import batch   # the same batch file as the local scorer's benchmark
 
 
 def main(rows, chunk_rows, repeats, cpus):
