@@ -2,11 +2,10 @@
 
 1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
    uvicorn that returns a constant (the HTTP floor), `mlsys serve` with an exported model and the durable prediction log
-   (the default: each answer waits for its rows to be committed), the same without adaptive batching
-   (`serve.batch_rows = 0`), and the same with `serve.durable_log = false` (rows written every 0.2 s). Servers pinned
-   to core 0, wrk to core 1; the four take turns, three rounds of each concurrency, and the median round is shown.
-   P50/P95/P99 latency and requests per second, the ratios to the floor, batching on over off, and durable over not
-   durable.
+   (the default: each answer waits for its rows to be committed, one commit shared by the requests waiting), and the
+   same with `serve.durable_log = false` (rows written every 0.2 s). Servers pinned to core 0, wrk to core 1; the three
+   take turns, three rounds of each concurrency, and the median round is shown. P50/P95/P99 latency and requests per
+   second, the ratios to the floor, and durable over not durable.
 1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`
    while `/healthz` is asked every 10 ms: the worst and the median `/healthz` time, and the size of the big answer.
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
@@ -131,10 +130,8 @@ def main(seconds):
                 ('floor (Starlette constant)', lambda p: [str(BIN/'uvicorn'), 'floor_app:app', '--app-dir', str(tmp),
                                                           '--port', str(p), '--log-level', 'warning', '--no-access-log'],
                  None, None),
-                ('mlsys serve', serve, 'true', '64'), ('mlsys serve, no batching', serve, 'true', '0'),
-                ('mlsys serve, log not durable', serve, 'false', '64'))):
-            env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{i}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true',
-                                    MLSYS_SERVE_BATCH_ROWS=batch or '64')
+                ('mlsys serve', serve, 'true', None), ('mlsys serve, log not durable', serve, 'false', None))):
+            env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{i}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true')
             p = port(); url = f'http://127.0.0.1:{p}'
             ready = ((lambda: httpx.get(url + '/readyz', timeout=1).status_code == 200) if durable else
                      (lambda: httpx.post(url + '/v1/predict', content=body, timeout=1).status_code == 200))
@@ -161,11 +158,7 @@ def main(seconds):
             print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} {int(r['errors']):6d} "
                   f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
     print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: {results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
-    dur, fast, single = results['mlsys serve'], results['mlsys serve, log not durable'], results['mlsys serve, no batching']
-    print(f"\nadaptive batching (batch_rows 64 / 0):\n{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
-    for c in (1, 8, 32):
-        print(f"{c:4d} {dur[c]['p50'] / single[c]['p50']:6.2f} {dur[c]['p99'] / single[c]['p99']:6.2f} "
-              f"{dur[c]['rps'] / single[c]['rps']:6.2f}")
+    dur, fast = results['mlsys serve'], results['mlsys serve, log not durable']
     print(f"\nthe durable prediction log's cost (durable / not durable):\n{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
     for c in (1, 8, 32):
         print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} {dur[c]['rps'] / fast[c]['rps']:6.2f}")

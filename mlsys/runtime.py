@@ -5,6 +5,7 @@
 # %% ../nbs/07_runtime.ipynb #b2900a72
 from __future__ import annotations
 import hashlib, sqlite3, threading, time
+from concurrent.futures import Future
 from pathlib import Path
 import numpy as np
 import onnxruntime as ort
@@ -143,56 +144,53 @@ _MARKS = {'predictions': 9, 'feedback': 3}
 
 # %% ../nbs/07_runtime.ipynb #9c0126a1
 class PredictionLog:
-    "Predictions and delayed labels appended to SQLite: committed by the caller (durable) or by a background thread."
+    "Predictions and delayed labels, appended to SQLite by one background thread; read back as windows."
     def __init__(self, path:Path|str,    # the log's SQLite file
-                 durable:bool=True,      # rows committed before `add` returns
+                 durable:bool=True,      # rows on disk before `add` resolves
                  interval:float=0.2):    # seconds between writes when not durable
         self.path, self.durable, self.interval = Path(path), durable, interval
-        self.pending, self.lock, self.stop = [], threading.Lock(), threading.Event()
+        self.pending, self.lock, self.wake, self.stop = [], threading.Lock(), threading.Event(), threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path, timeout=60) as c:
             c.execute('PRAGMA journal_mode=WAL')
             c.executescript(LOG_SCHEMA)
-        self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)   # used under `lock` only
-        self.db.execute('PRAGMA synchronous=NORMAL')
-        self.db.execute('PRAGMA wal_autocheckpoint=0')   # checkpoints (and their fsyncs) happen in the thread below
         self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True)
         self.thread.start()
 
-    def _write(self, batches:list[tuple[str, list[tuple]]]) -> int:
-        "Insert each `(table, rows)` in one transaction; the rows written."
-        with self.lock, self.db:
-            for table, rows in batches:
-                self.db.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
-        return sum(len(r) for _, r in batches)
-
-    def _append(self, table:str, rows:list[tuple]) -> int|None:
-        "Commit rows for `table` now (durable: the rows written), or queue them for the background thread (None)."
-        if self.durable: return self._write([(table, rows)])
-        with self.lock: self.pending.append((table, rows))
+    def _append(self, table:str, rows:list[tuple]):
+        "Queue rows for `table`; a future that resolves once they are committed (durable), else None."
+        fut = Future() if self.durable else None
+        with self.lock: self.pending.append((table, rows, fut))
+        if self.durable: self.wake.set()
+        return fut
 
     def add(self, rows:list[tuple]): return self._append('predictions', rows)
-    def add_all(self, batches:list[list[tuple]]) -> list[int|None]:
-        "Several requests' predictions at once (one transaction when durable); each one's `add` result."
-        if not self.durable: return [self.add(rows) for rows in batches]
-        self._write([('predictions', rows) for rows in batches])
-        return [len(rows) for rows in batches]
     def feedback(self, request_id:str, label:str): return self._append('feedback', [(request_id, label, time.time())])
 
     def close(self):
         self.stop.set()
+        self.wake.set()
         self.thread.join(timeout=10)
-        with self.lock: self.db.close()
 
     def _run(self):
-        "Every `interval`, write what is pending in one transaction and checkpoint the WAL; until stopped and drained."
+        "Take what is pending, write it in one transaction, then release its futures; until stopped and drained."
         c = sqlite3.connect(self.path, timeout=60)
+        c.execute('PRAGMA synchronous=NORMAL')
         while True:
-            self.stop.wait(self.interval)
+            if self.durable:
+                self.wake.wait()
+                self.wake.clear()
+            else: self.stop.wait(self.interval)
             with self.lock: taken, self.pending = self.pending, []
-            if taken: self._write(taken)
-            try: c.execute('PRAGMA wal_checkpoint(PASSIVE)')   # never waits for the writers; off the request path
-            except sqlite3.OperationalError: pass
+            try:
+                with c:
+                    for table, rows, _ in taken:
+                        c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
+                for *_, fut in taken:
+                    if fut: fut.set_result(len(taken))
+            except Exception as e:
+                for *_, fut in taken:
+                    if fut: fut.set_exception(e)
             if self.stop.is_set() and not self.pending: break
         c.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio, atexit, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets, shutil
 import tempfile, time, uuid
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from .tasks import score_of
 __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
            'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
            'read_json', 'parse_records', 'online_values', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
-           'multiprocess_metrics', 'client_address', 'read_body', 'Turn', 'predict_together', 'next_request_id',
-           'label_text', 'column_schema', 'label_schema', 'prediction_schema', 'create_app']
+           'multiprocess_metrics', 'client_address', 'read_body', 'next_request_id', 'label_text', 'column_schema',
+           'label_schema', 'prediction_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -221,8 +220,6 @@ class Server:
         self.shadow_pending, self._explainers = 0, {}
         self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
         self.store = None   # the online store, opened when a model with feature views loads
-        self.batch_rows, self._turns = c.batch_rows, {}   # adaptive batching: see `Turn`
-        self._log_turn = Turn(self.log.add_all, c.batch_rows or 1) if c.durable_log else None
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -377,11 +374,7 @@ async def _work(big:bool, f, *args):
 @patch
 async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout, big:bool=False):
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
-    if ro.fallback is None:
-        if big or not self.batch_rows: return await _work(big, model.predict, cols), False, model
-        if (turn := self._turns.get(model.version)) is None:
-            turn = self._turns[model.version] = Turn(partial(predict_together, model), self.batch_rows)
-        return await turn.submit(cols, len(next(iter(cols.values())))), False, model
+    if ro.fallback is None: return await _work(big, model.predict, cols), False, model
     try:
         if self.budget <= 0: return await _work(big, model.predict, cols), False, model
         p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget)
@@ -410,41 +403,6 @@ def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list
     return [(i, now, m.version, role, orjson.dumps(r).decode(), float(q), t, ms, int(degraded))
             for i, r, q, t in zip(ids, recs, score, text)]
 
-# %% ../nbs/09_serve.ipynb #efa1b8a8
-class Turn:
-    "Work that concurrent requests hand in during one turn of the event loop, done once for all of them."
-    def __init__(self, run,         # items -> one result per item, in order
-                 limit:int=64):     # the size that runs what waits at once
-        self.run, self.limit, self.waiting, self.size = run, limit, [], 0
-
-    def submit(self, item, size:int=1) -> asyncio.Future:
-        "A future of `item`'s result, done with whatever else is handed in before the loop's next turn."
-        loop = asyncio.get_running_loop()
-        if not self.waiting: loop.call_soon(self.flush)
-        fut = loop.create_future()
-        self.waiting.append((item, fut))
-        self.size += size
-        if self.size >= self.limit: self.flush()
-        return fut
-
-    def flush(self):
-        "Run what waits, once; hand each its result, or the error to all."
-        taken, self.waiting, self.size = self.waiting, [], 0
-        if not taken: return
-        try: results = self.run([item for item, _ in taken])
-        except Exception as e:
-            for _, fut in taken:
-                if not fut.done(): fut.set_exception(e)
-            return
-        for (_, fut), r in zip(taken, results):
-            if not fut.done(): fut.set_result(r)
-
-def predict_together(model:LoadedModel, feeds:list[dict]) -> list[np.ndarray]:
-    "The model's outputs for several requests' input arrays, from one call."
-    if len(feeds) == 1: return [model.predict(feeds[0])]
-    out = model.predict({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
-    return np.split(out, np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1])
-
 # %% ../nbs/09_serve.ipynb #b4168c09
 MAX_ANSWERED = 65_536   # request ids this process keeps, for feedback that arrives before the log has them
 
@@ -466,12 +424,11 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     p, degraded, used = await self._score(model, cols, ro, big)
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
-    rows = await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded)
-    if big or not self.batch_rows or self._log_turn is None: await _work(big, self.log.add, rows)   # durable
-    else: await self._log_turn.submit(rows, len(rows))    # committed with the rows of the same turn
+    logged = self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
+    if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     self._answered(rid, len(recs) if batch else 0)
     preds = [dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)]
     for d, m in zip(preds, missing):
@@ -536,7 +493,7 @@ async def _feedback(self:Server, request) -> tuple[int, dict]:
     if problems: raise RequestError(422, problems[:self.max_problems], max(0, len(problems) - self.max_problems))
     if not await self._known(rid):
         return 404, dict(error=f'no prediction has the id {rid} (a record of a batch has its own: <request id>-<i>)')
-    self.log.feedback(rid, label)   # durable: committed before the answer
+    if (logged := self.log.feedback(rid, label)) is not None: await asyncio.wrap_future(logged)
     return 202, dict(request_id=rid, label=label, recorded=True)
 
 # %% ../nbs/09_serve.ipynb #20730def
