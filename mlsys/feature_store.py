@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 from fastcore.basics import patch
-from .config import write_atomic
+from .config import write_parquet_atomic
 from .data import ColumnRule, Contract, DataError, Validation, infer_contract, read_table, validate
 
 # %% auto #0
@@ -360,16 +360,8 @@ def run_materialize(views,                  # a views file (YAML or JSON)
                events=dict(input=ev.n_input, accepted=ev.accepted.height, quarantined=ev.quarantine.height))
     if ev.quarantine.height:
         q = Path(store).parent/'quarantine'/f"{when:%Y%m%dT%H%M%SZ}.parquet"
-        q.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(q, _parquet(ev.quarantine))
-        rec['quarantine'] = str(q)
+        rec['quarantine'] = str(write_parquet_atomic(ev.quarantine, q))
     return rec | dict(entities=OnlineStore(store).materialize(vs, ev.accepted.drop('_row'), when, replace))
-
-def _parquet(df:pl.DataFrame) -> bytes:
-    "A frame as parquet bytes."
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    return buf.getvalue()
 
 # %% ../nbs/02a_feature_store.ipynb #c54b6220
 def _differs(a:pl.Expr, b:pl.Expr, tolerance:float) -> pl.Expr:

@@ -69,10 +69,6 @@ def _checker(rule:dict, text:bool):
         return None
     return check
 
-def _check_value(v, rule:dict, text:bool) -> str|None:
-    "What is wrong with one value, or None."
-    return _checker(rule, text)(v)
-
 # %% ../nbs/09_serve.ipynb #0ec43f31
 class _Repeated(ValueError): pass
 
