@@ -78,6 +78,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlsys.data._checked': ('data.html#_checked', 'mlsys/data.py'),
                             'mlsys.data._dtype_name': ('data.html#_dtype_name', 'mlsys/data.py'),
                             'mlsys.data._duplicated': ('data.html#_duplicated', 'mlsys/data.py'),
+                            'mlsys.data._duplicated_mask': ('data.html#_duplicated_mask', 'mlsys/data.py'),
                             'mlsys.data._infer_rule': ('data.html#_infer_rule', 'mlsys/data.py'),
                             'mlsys.data._isin': ('data.html#_isin', 'mlsys/data.py'),
                             'mlsys.data._no_violations': ('data.html#_no_violations', 'mlsys/data.py'),
