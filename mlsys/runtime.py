@@ -4,8 +4,7 @@
 
 # %% ../nbs/07_runtime.ipynb #b2900a72
 from __future__ import annotations
-import hashlib, sqlite3, threading, time
-from concurrent.futures import Future
+import errno, fcntl, hashlib, marshal, os, secrets, sqlite3, struct, threading, time
 from pathlib import Path
 import numpy as np
 import onnxruntime as ort
@@ -17,7 +16,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'PredictionLog', 'log_window']
+__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'recover', 'PredictionLog',
+           'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -139,60 +139,136 @@ CREATE INDEX IF NOT EXISTS predictions_request ON predictions(request_id);
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions(time);
 CREATE TABLE IF NOT EXISTS feedback(request_id TEXT NOT NULL, label TEXT NOT NULL, time REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id);
+CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 """
 _MARKS = {'predictions': 9, 'feedback': 3}
 
+def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]]):
+    "Insert each `(table, rows)` (in the caller's transaction)."
+    for table, rows in batches: c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
+
+# %% ../nbs/07_runtime.ipynb #26950be7
+_RECORD = struct.Struct('<I')   # a journal record: the length of what follows, then marshal's bytes of (table, rows)
+
+def _journals(path:Path) -> list[Path]: return sorted(path.parent.glob(f'{path.name}.journal-*'))
+
+def _records(data:bytes, start:int=0) -> list[tuple[str, list]]:
+    "The whole records of a journal from byte `start`; one cut short by a kill was never acknowledged."
+    out = []
+    while start + _RECORD.size <= len(data):
+        (n,), start = _RECORD.unpack_from(data, start), start + _RECORD.size
+        if start + n > len(data): break
+        out.append(marshal.loads(data[start:start + n]))
+        start += n
+    return out
+
+def _retire(path:Path, journal:Path):
+    "Remove a journal that is all in SQLite, then its mark; the caller holds its lock until then."
+    journal.unlink()
+    with sqlite3.connect(path, timeout=60) as c: c.execute('DELETE FROM journals WHERE name = ?', (journal.name,))
+
+def recover(path:Path|str) -> int:
+    "Move into the log what killed processes left in its journals (those no live process holds); the rows moved."
+    path, moved = Path(path), 0
+    for j in _journals(path):
+        with open(j, 'rb') as f:
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError: continue                       # its process is alive: its own thread moves it
+            if os.fstat(f.fileno()).st_nlink == 0: continue        # another process recovered it meanwhile
+            data = f.read()
+            with sqlite3.connect(path, timeout=60) as c:
+                done = c.execute('SELECT offset FROM journals WHERE name = ?', (j.name,)).fetchone()
+                batches = _records(data, done[0] if done else 0)
+                _insert(c, batches)
+                c.execute('INSERT OR REPLACE INTO journals VALUES (?, ?)', (j.name, len(data)))
+            moved += sum(len(rows) for _, rows in batches)
+            _retire(path, j)
+    return moved
+
+
 # %% ../nbs/07_runtime.ipynb #9c0126a1
 class PredictionLog:
-    "Predictions and delayed labels, appended to SQLite by one background thread; read back as windows."
+    "Predictions and delayed labels: in a journal file before `add` returns (durable), in SQLite within `interval`."
     def __init__(self, path:Path|str,    # the log's SQLite file
-                 durable:bool=True,      # rows on disk before `add` resolves
-                 interval:float=0.2):    # seconds between writes when not durable
-        self.path, self.durable, self.interval = Path(path), durable, interval
-        self.pending, self.lock, self.wake, self.stop = [], threading.Lock(), threading.Event(), threading.Event()
+                 durable:bool=True,      # rows in this process's journal file before `add` returns
+                 interval:float=0.2,     # seconds between moves into SQLite
+                 journal_bytes:int=64 << 20): # a journal this long is replaced once all of it is in SQLite
+        self.path, self.durable, self.interval, self.journal_bytes = Path(path), durable, interval, journal_bytes
+        self.pending, self.lock, self.stop = [], threading.Lock(), threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path, timeout=60) as c:
             c.execute('PRAGMA journal_mode=WAL')
             c.executescript(LOG_SCHEMA)
+        recover(self.path)
+        self.journal, self.fd, self.size = None, None, 0
+        if durable: self._new_journal()
         self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True)
         self.thread.start()
 
+    def _new_journal(self):
+        "Start a journal of this process's own, locked for as long as the process lives."
+        self.journal = self.path.with_name(f'{self.path.name}.journal-{os.getpid()}-{secrets.token_hex(4)}')
+        self.fd, self.size = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600), 0
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
     def _append(self, table:str, rows:list[tuple]):
-        "Queue rows for `table`; a future that resolves once they are committed (durable), else None."
-        fut = Future() if self.durable else None
-        with self.lock: self.pending.append((table, rows, fut))
-        if self.durable: self.wake.set()
-        return fut
+        "Queue rows for `table`, written to the journal first when durable."
+        with self.lock:
+            if self.durable:
+                data = marshal.dumps((table, rows))
+                record = _RECORD.pack(len(data)) + data
+                if os.write(self.fd, record) != len(record):           # a full disk: no half record stays behind
+                    os.ftruncate(self.fd, self.size)
+                    raise OSError(errno.ENOSPC, f'the prediction log journal {self.journal} is full')
+                self.size += len(record)
+            self.pending.append((table, rows))
 
     def add(self, rows:list[tuple]): return self._append('predictions', rows)
     def feedback(self, request_id:str, label:str): return self._append('feedback', [(request_id, label, time.time())])
 
     def close(self):
+        "Move what is pending into SQLite, then remove the journal."
         self.stop.set()
-        self.wake.set()
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=60)
+        if self.journal and not self.pending: self._drop_journal()
 
-    def _run(self):
-        "Take what is pending, write it in one transaction, then release its futures; until stopped and drained."
-        c = sqlite3.connect(self.path, timeout=60)
-        c.execute('PRAGMA synchronous=NORMAL')
-        while True:
-            if self.durable:
-                self.wake.wait()
-                self.wake.clear()
-            else: self.stop.wait(self.interval)
-            with self.lock: taken, self.pending = self.pending, []
-            try:
-                with c:
-                    for table, rows, _ in taken:
-                        c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
-                for *_, fut in taken:
-                    if fut: fut.set_result(len(taken))
-            except Exception as e:
-                for *_, fut in taken:
-                    if fut: fut.set_exception(e)
-            if self.stop.is_set() and not self.pending: break
-        c.close()
+# %% ../nbs/07_runtime.ipynb #5f3a0520
+@patch
+def _run(self:PredictionLog):
+    "Every `interval`, move what is pending into SQLite in one transaction, with how far the journal is; until stopped."
+    c = sqlite3.connect(self.path, timeout=60)
+    c.execute('PRAGMA synchronous=NORMAL')
+    while True:
+        stopping = self.stop.wait(self.interval)
+        with self.lock: taken, self.pending, journal, end = self.pending, [], self.journal, self.size
+        try:
+            with c:
+                _insert(c, taken)
+                if journal and taken: c.execute('INSERT OR REPLACE INTO journals VALUES (?, ?)', (journal.name, end))
+        except sqlite3.Error:                             # busy or failing: kept (and in the journal), tried again
+            with self.lock: self.pending[:0] = taken
+            if stopping: break
+            continue
+        if journal and end >= self.journal_bytes: self._rotate(end)
+        if stopping: break
+    c.close()
+
+@patch
+def _rotate(self:PredictionLog, end:int):
+    "Replace the journal by a new one when all of it (`end` bytes) is in SQLite."
+    with self.lock:
+        if self.size != end: return                      # written to since: next time
+        old, old_fd = self.journal, self.fd
+        self._new_journal()
+    _retire(self.path, old)
+    os.close(old_fd)
+
+@patch
+def _drop_journal(self:PredictionLog):
+    "Remove this process's journal, all of it being in SQLite."
+    _retire(self.path, self.journal)
+    os.close(self.fd)
+    self.journal = None
 
 # %% ../nbs/07_runtime.ipynb #d58fd34c
 @patch
@@ -214,6 +290,7 @@ def log_window(path:Path|str,           # a prediction log's SQLite file
                hours:float,               # how far back
                now:float|None=None) -> pl.DataFrame:
     "The predictions of `version` in the last `hours`: inputs as columns, score, prediction, label (null until posted)."
+    recover(path)   # what a killed server acknowledged is read too
     with sqlite3.connect(path, timeout=60) as c:
         rows = c.execute(_WINDOW_SQL, (version, (now or time.time()) - hours * 3600)).fetchall()
     if not rows: return pl.DataFrame()

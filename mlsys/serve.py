@@ -420,11 +420,10 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     p, degraded, used = await self._score(model, cols, ro, big)
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
-    logged = self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))
+    self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable: in the journal now
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
-    if logged is not None: await asyncio.wrap_future(logged)   # durable: the answer goes out once it is on disk
     self._answered(rid, len(recs) if batch else 0)
     preds = [dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)]
     for d, m in zip(preds, missing):
@@ -489,7 +488,7 @@ async def _feedback(self:Server, request) -> tuple[int, dict]:
     if problems: raise RequestError(422, problems[:self.max_problems], max(0, len(problems) - self.max_problems))
     if not await self._known(rid):
         return 404, dict(error=f'no prediction has the id {rid} (a record of a batch has its own: <request id>-<i>)')
-    if (logged := self.log.feedback(rid, label)) is not None: await asyncio.wrap_future(logged)
+    self.log.feedback(rid, label)
     return 202, dict(request_id=rid, label=label, recorded=True)
 
 # %% ../nbs/09_serve.ipynb #20730def
@@ -651,6 +650,7 @@ def openapi(self:Server) -> dict:
 @patch
 def _handle(self:Server, route:str, fn):
     "An endpoint from `fn(request) -> (status, body)`: errors to 4xx/503, timed and counted."
+    latency, counted = self.metrics.latency.labels(route), {}   # the metrics' children, looked up once
     async def endpoint(request):
         t0, headers = time.perf_counter(), None
         try: status, body = await fn(request)
@@ -661,8 +661,9 @@ def _handle(self:Server, route:str, fn):
             status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {str(e)[:200]}')
         if status == 429: headers = {'Retry-After': str(body['retry_after'])}
         elif status in (408, 413): headers = {'Connection': 'close'}
-        self.metrics.requests.labels(route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        if (n := counted.get(status)) is None: n = counted[status] = self.metrics.requests.labels(route, str(status))
+        n.inc()
+        latency.observe(time.perf_counter() - t0)
         if isinstance(body, Response): return body
         return Response(orjson.dumps(body), status, headers, media_type='application/json')
     return endpoint
