@@ -16,20 +16,53 @@ from .features import (FeatureSpec, feature_arrays, feature_graph, graph_inputs,
                             split_table, transform)
 from .runtime import metadata, session
 from .tasks import HEADLINE, OUTPUTS, Task, task_metrics, truth
-from .train import TabularModule, load_network, predict, run_task
+from .train import Embeddings, TabularModule, TabularNet, load_network, predict, run_task
 
 logging.getLogger('torch.onnx').setLevel(logging.ERROR)   # the exporter's notes on torchvision ops this model lacks
 
 # %% auto #0
-__all__ = ['VARIANT_FILES', 'Scorer', 'network_graph', 'model_graph', 'check_model_parity', 'latencies', 'quantize',
-           'int8_report', 'ship_decision', 'ParityError', 'run_export']
+__all__ = ['MAX_PADDING', 'VARIANT_FILES', 'PaddedEmbeddings', 'one_lookup', 'Scorer', 'network_graph', 'model_graph',
+           'check_model_parity', 'latencies', 'quantize', 'int8_report', 'ship_decision', 'ParityError', 'run_export']
+
+# %% ../nbs/06_export.ipynb #9d4a635d
+MAX_PADDING = 4   # the padded embeddings may be this many times as wide as the embeddings, at most
+
+class PaddedEmbeddings(torch.nn.Module):
+    "Trained `Embeddings` in one table, each padded with zeros to the widest: one lookup for every column at once."
+    def __init__(self, embs:Embeddings):
+        super().__init__()
+        rows, self.width = np.cumsum([0] + [e.num_embeddings for e in embs]), max(e.embedding_dim for e in embs)
+        table = torch.zeros(rows[-1], self.width)
+        for j, e in enumerate(embs): table[rows[j]:rows[j + 1], :e.embedding_dim] = e.weight.detach()
+        self.register_buffer('table', table)
+        self.register_buffer('offsets', torch.tensor(rows[:-1], dtype=torch.int64))
+
+    def forward(self, cat:torch.Tensor) -> torch.Tensor:
+        "`[batch, columns × widest]`: column `j`'s embedding from `j × widest` on, then zeros."
+        return torch.nn.functional.embedding(cat + self.offsets, self.table).flatten(1)
+
+@torch.no_grad()
+def one_lookup(net:TabularModule) -> TabularModule:
+    "A copy of a `TabularNet` with `PaddedEmbeddings` and its first layer widened to match, when it pays; else `net`."
+    dims = [e.embedding_dim for e in getattr(net, 'embs', ())]
+    if type(net) is not TabularNet or len(dims) < 2 or len(dims) * max(dims) > MAX_PADDING * sum(dims): return net
+    lean, n = TabularNet(**net.hparams), net.hparams['n_num']
+    lean.load_state_dict(net.state_dict())
+    first, width = lean.mlp[0], max(dims)
+    wide = torch.nn.Linear(n + len(dims) * width, first.out_features)
+    wide.weight.zero_()[:, :n] = first.weight[:, :n]
+    for j, (d, at) in enumerate(zip(dims, n + np.cumsum([0] + dims))):
+        wide.weight[:, n + j * width:n + j * width + d] = first.weight[:, at:at + d]
+    wide.bias.copy_(first.bias)
+    lean.mlp[0], lean.embs = wide, PaddedEmbeddings(lean.embs)
+    return lean.train(net.training)
 
 # %% ../nbs/06_export.ipynb #731c751b
 class Scorer(torch.nn.Module):
     "The network from feature blocks to the task's outputs."
     def __init__(self, net:TabularModule):
         super().__init__()
-        self.net = net.eval()
+        self.net = one_lookup(net).eval()
 
     def forward(self, num, cat):
         "The outputs, from `num` as float64 and `cat` as int64: probabilities (and the label), or the value."

@@ -249,13 +249,16 @@ def _g_nums(g:_Graph, ts:list[Transform], col) -> str:
     gather = [j for t in ts for j in (pos[id(t)], len(order) + pos[id(t)])]
     return g.op('Gather', both, g.const(gather, np.int64), axis=1)
 
+def _g_bins(g:_Graph, t:Transform, col) -> str:
+    "Graph of one bins transform: the int64 index, 1 + the edges at or below the value (0: missing)."
+    x, miss = _g_raw(g, Transform('numeric', t.column), col)
+    if not t.edges: return g.op('Where', miss, g.const(0, np.int64), g.const(1, np.int64))
+    above = g.op('Cast', g.op('GreaterOrEqual', x, g.const([t.edges])), to=7)          # [batch, edges]
+    idx = g.op('Add', g.op('ReduceSum', above, g.const([1], np.int64), keepdims=1), g.const(1, np.int64))
+    return g.op('Where', miss, g.const(0, np.int64), idx)
+
 def _g_cat(g:_Graph, t:Transform, col) -> str:
-    "Graph of one category or bins transform: the int64 index."
-    if t.kind == 'bins':
-        x, miss = _g_raw(g, Transform('numeric', t.column), col)
-        idx = g.const(1, np.int64)
-        for e in t.edges: idx = g.op('Add', idx, g.op('Cast', g.op('GreaterOrEqual', x, g.const(e)), to=7))
-        return g.op('Where', miss, g.const(0, np.int64), idx)
+    "Graph of one category transform: the int64 index (0: unknown or missing)."
     return g.op('LabelEncoder', col(t.column), domain='ai.onnx.ml', keys_strings=list(t.vocab) or [''],
                 values_int64s=list(range(1, len(t.vocab) + 1)) or [0], default_int64=0)
 
@@ -269,7 +272,7 @@ def feature_graph(spec:FeatureSpec, opset:int=18):
               for c in spec.inputs}
     col = lambda c: c
     num = [_g_nums(g, spec.numeric, col)] if spec.numeric else []
-    cat = [_g_cat(g, t, col) for t in spec.categorical]
+    cat = [(_g_bins if t.kind == 'bins' else _g_cat)(g, t, col) for t in spec.categorical]
     g.nodes.append(helper.make_node('Concat', num or [g.const(np.zeros((1, 0)))], ['num'], axis=1))
     g.nodes.append(helper.make_node('Concat', cat or [g.const(np.zeros((1, 0), np.int64), np.int64)], ['cat'], axis=1))
     outs = [helper.make_tensor_value_info('num', TensorProto.DOUBLE, ['batch', len(spec.num_names)]),

@@ -32,10 +32,11 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'TabularNet',
-           'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer', 'make_loggers',
-           'finish_tracking', 'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics',
-           'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task', 'load_network', 'plot_learning_curves']
+__all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'Embeddings',
+           'TabularNet', 'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer',
+           'make_loggers', 'finish_tracking', 'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs',
+           'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task', 'load_network',
+           'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -137,6 +138,15 @@ def outputs(self:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> torch.Ten
     if self.task.kind == 'multiclass': return z.softmax(-1)
     return z * self.task.std + self.task.mean
 
+# %% ../nbs/04_train.ipynb #16d507e0
+class Embeddings(nn.ModuleList):
+    "One embedding per column of the `cat` block; `forward` puts them side by side."
+    def forward(self, cat:torch.Tensor) -> torch.Tensor:
+        "`[batch, sum of the embedding widths]`, float32 (`[batch, 0]` without categorical columns)."
+        if not len(self): return cat.new_zeros((len(cat), 0), dtype=torch.float32)
+        return torch.cat([e(cat[:, i]) for i, e in enumerate(self)], 1)
+
+
 # %% ../nbs/04_train.ipynb #622e1f87
 class TabularNet(TabularModule):
     "An MLP over numeric features and embeddings of categorical ones, with one output per class (or one)."
@@ -144,7 +154,7 @@ class TabularNet(TabularModule):
                  cardinalities:list,        # categories per column of the `cat` block (index 0: unknown or missing)
                  task:dict, hidden:int=64, layers:int=2, dropout:float=0.1, **kw):
         super().__init__(task, **kw)
-        self.embs = nn.ModuleList(nn.Embedding(c, min(16, (c + 1) // 2)) for c in cardinalities)
+        self.embs = Embeddings(nn.Embedding(c, min(16, (c + 1) // 2)) for c in cardinalities)
         d, blocks = n_num + sum(e.embedding_dim for e in self.embs), []
         for _ in range(layers):
             blocks += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(dropout)]
@@ -153,7 +163,7 @@ class TabularNet(TabularModule):
 
     def forward(self, num, cat):
         "Raw outputs: logits, or the standardized value."
-        z = self.mlp(torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.embs)]], 1))
+        z = self.mlp(torch.cat([num, self.embs(cat)], 1))
         return z if self.task.kind == 'multiclass' else z.squeeze(1)
 
 # %% ../nbs/04_train.ipynb #48500aaa
