@@ -2,8 +2,8 @@
 
 1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
    uvicorn that returns a constant (the HTTP floor), `mlsys serve` with an exported model and the durable prediction log
-   (the default: each answer waits for its rows to be committed, one commit shared by the requests waiting), and the
-   same with `serve.durable_log = false` (rows written every 0.2 s). Servers pinned to core 0, wrk to core 1; the three
+   (the default: each answer's rows are in the process's journal file before it is sent, and in SQLite within 0.2 s),
+   and the same with `serve.durable_log = false` (rows kept in memory until written every 0.2 s). Servers pinned to core 0, wrk to core 1; the three
    take turns, three rounds of each concurrency, and the median round is shown. P50/P95/P99 latency and requests per
    second, the ratios to the floor, and durable over not durable.
 1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`

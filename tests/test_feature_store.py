@@ -79,8 +79,11 @@ def test_served_by_key_with_zero_skew_on_a_consistent_store_and_skew_flagged_on_
         r = s.client.post('/v1/predict', json={'records': recs})
         assert r.status_code == 200, r.text
         assert not any('features_missing' in p for p in r.json()['predictions'])
-        with sqlite3.connect(flights['home']/'predictions'/'log.sqlite') as c:   # the values used, logged
-            logged = [json.loads(x) for (x,) in c.execute('SELECT inputs FROM predictions')]
+        def logged():   # the values used, in SQLite within the log's interval
+            with sqlite3.connect(flights['home']/'predictions'/'log.sqlite') as c:
+                return [json.loads(x) for (x,) in c.execute('SELECT inputs FROM predictions')]
+        s.wait(lambda: len(logged()) == len(recs))
+        logged = logged()
         served = pl.DataFrame(logged, infer_schema_length=None).with_columns(
             pl.col('predict_at').str.to_datetime(time_zone='UTC'))
         offline = point_in_time(views[1], pl.read_parquet(flights['events']).drop_nulls('departed_at'),

@@ -396,7 +396,9 @@ def test_ids_are_unguessable_and_each_batch_record_is_labelled_by_its_own(tmp_pa
             assert s.client.post('/v1/feedback', json=dict(request_id=i, label=label)).status_code == 202
         assert s.client.post('/v1/feedback', json=dict(request_id=rids[0], label='No')).status_code == 202   # a correction
         assert s.client.post('/v1/feedback', json=dict(request_id=got['request_id'], label='No')).status_code == 404
-        w = log_window(tmp_path/'home'/'predictions'/'log.sqlite', 'churn:1', 1)
+        log = tmp_path/'home'/'predictions'/'log.sqlite'   # labels reach SQLite within the log's interval
+        s.wait(lambda: (w := log_window(log, 'churn:1', 1)).height == 33 and w['label'].null_count() == 30)
+        w = log_window(log, 'churn:1', 1)
         labels = dict(zip(w['request_id'], w['label']))
         assert [labels[i] for i in rids] == ['No', 'No', 'Yes'] and labels[ids[0]] is None
 
