@@ -4,8 +4,8 @@
 
 # %% ../nbs/09_serve.ipynb #4dd1adbc
 from __future__ import annotations
-import asyncio, atexit, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets, shutil
-import tempfile, time, uuid
+import asyncio, atexit, functools, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets
+import shutil, tempfile, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,8 +29,8 @@ from .tasks import score_of
 __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
            'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
            'read_json', 'parse_records', 'online_values', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
-           'multiprocess_metrics', 'client_address', 'read_body', 'next_request_id', 'label_text', 'column_schema',
-           'label_schema', 'prediction_schema', 'create_app']
+           'multiprocess_metrics', 'client_address', 'read_body', 'Turn', 'predict_together', 'next_request_id',
+           'label_text', 'column_schema', 'label_schema', 'prediction_schema', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -216,6 +216,7 @@ class Server:
         self.shadow_pending, self._explainers = 0, {}
         self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
         self.store = None   # the online store, opened when a model with feature views loads
+        self.batch_rows, self._turns = c.batch_rows, {}   # adaptive batching: see `Turn`
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -370,7 +371,11 @@ async def _work(big:bool, f, *args):
 @patch
 async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout, big:bool=False):
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
-    if ro.fallback is None: return await _work(big, model.predict, cols), False, model
+    if ro.fallback is None:
+        if big or not self.batch_rows: return await _work(big, model.predict, cols), False, model
+        if (turn := self._turns.get(model.version)) is None:
+            turn = self._turns[model.version] = Turn(functools.partial(predict_together, model), self.batch_rows)
+        return await turn.submit(cols, len(next(iter(cols.values())))), False, model
     try:
         if self.budget <= 0: return await _work(big, model.predict, cols), False, model
         p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget)
@@ -398,6 +403,41 @@ def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list
     now, (score, text) = time.time(), m.logged(p)
     return [(i, now, m.version, role, orjson.dumps(r).decode(), float(q), t, ms, int(degraded))
             for i, r, q, t in zip(ids, recs, score, text)]
+
+# %% ../nbs/09_serve.ipynb #e8f02a26
+class Turn:
+    "Work that concurrent requests hand in during one turn of the event loop, done once for all of them."
+    def __init__(self, run,         # items -> one result per item, in order
+                 limit:int=64):     # the size that runs what waits at once
+        self.run, self.limit, self.waiting, self.size = run, limit, [], 0
+
+    def submit(self, item, size:int=1) -> asyncio.Future:
+        "A future of `item`'s result, done with whatever else is handed in before the loop's next turn."
+        loop = asyncio.get_running_loop()
+        if not self.waiting: loop.call_soon(self.flush)
+        fut = loop.create_future()
+        self.waiting.append((item, fut))
+        self.size += size
+        if self.size >= self.limit: self.flush()
+        return fut
+
+    def flush(self):
+        "Run what waits, once; hand each its result, or the error to all."
+        taken, self.waiting, self.size = self.waiting, [], 0
+        if not taken: return
+        try: results = self.run([item for item, _ in taken])
+        except Exception as e:
+            for _, fut in taken:
+                if not fut.done(): fut.set_exception(e)
+            return
+        for (_, fut), r in zip(taken, results):
+            if not fut.done(): fut.set_result(r)
+
+def predict_together(model:LoadedModel, feeds:list[dict]) -> list[np.ndarray]:
+    "The model's outputs for several requests' input arrays, from one call."
+    if len(feeds) == 1: return [model.predict(feeds[0])]
+    out = model.predict({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
+    return np.split(out, np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1])
 
 # %% ../nbs/09_serve.ipynb #b4168c09
 MAX_ANSWERED = 65_536   # request ids this process keeps, for feedback that arrives before the log has them
