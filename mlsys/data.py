@@ -268,14 +268,11 @@ def _any_broken(contract:Contract, flags:dict) -> pl.Expr:
 # %% ../nbs/02_data.ipynb #47af88a5
 def _violations(raw:pl.DataFrame, typed:pl.DataFrame, flags:dict) -> pl.DataFrame:
     "The rules broken in `typed` (rows typed by `_checked`): typed values, except `type`'s from `raw` (the same rows)."
-    if not flags: return _no_violations()
-    received = {col: f'_raw{j}' for j, col in enumerate(dict.fromkeys(col for rule, col in flags if rule == 'type'))}
-    t = typed.with_columns(*[f.alias(f'_rule{i}') for i, f in enumerate(flags.values())],
-                           *[raw[col].alias(name) for col, name in received.items()]).lazy()
-    parts = [t.filter(f'_rule{i}').select('_row', rule=pl.lit(rule), column=pl.lit(col),   # one query, run at once
-                                          value=pl.col(received[col] if rule == 'type' else col).cast(pl.String))
-             for i, (rule, col) in enumerate(flags)]
-    return pl.concat(parts).sort('_row', 'column', 'rule').collect()
+    t = typed.with_columns(*[f.alias(f'_rule{i}') for i, f in enumerate(flags.values())])
+    parts = [pl.DataFrame({'_row': t['_row'].filter(f), 'rule': rule, 'column': col,
+                           'value': (raw if rule == 'type' else t)[col].filter(f).cast(pl.String)})
+             for i, (rule, col) in enumerate(flags) if (f := t[f'_rule{i}']).any()]
+    return pl.concat(parts).sort('_row', 'column', 'rule') if parts else _no_violations()
 
 def row_violations(raw:pl.DataFrame, contract:Contract) -> pl.DataFrame:
     "Every rule that each row of `raw` (as received, with `_row`) breaks: `_row`, `rule`, `column`, `value`."
