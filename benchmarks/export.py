@@ -26,7 +26,7 @@ from mlsys.train import TabularData, fit
 
 
 def median_ms(f, repeats):
-    for _ in range(5): f()
+    for _ in range(max(5, repeats // 5)): f()   # warm: the first runs of a session allocate
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
