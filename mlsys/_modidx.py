@@ -574,6 +574,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'mlsys/train.py'),
                              'mlsys.train.EarlyStopping': ('train.html#earlystopping', 'mlsys/train.py'),
                              'mlsys.train.Embeddings': ('train.html#embeddings', 'mlsys/train.py'),
+                             'mlsys.train.Embeddings.__init__': ('train.html#embeddings.__init__', 'mlsys/train.py'),
                              'mlsys.train.Embeddings.forward': ('train.html#embeddings.forward', 'mlsys/train.py'),
                              'mlsys.train.EpochBatches': ('train.html#epochbatches', 'mlsys/train.py'),
                              'mlsys.train.EpochBatches.__init__': ('train.html#epochbatches.__init__', 'mlsys/train.py'),

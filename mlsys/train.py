@@ -141,6 +141,8 @@ def outputs(self:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> torch.Ten
 # %% ../nbs/04_train.ipynb #16d507e0
 class Embeddings(nn.ModuleList):
     "One embedding per column of the `cat` block; `forward` puts them side by side."
+    def __init__(self, embeddings=()): super().__init__(embeddings)   # `nn.Embedding`s, in the `cat` block's order
+
     def forward(self, cat:torch.Tensor) -> torch.Tensor:
         "`[batch, sum of the embedding widths]`, float32 (`[batch, 0]` without categorical columns)."
         if not len(self): return cat.new_zeros((len(cat), 0), dtype=torch.float32)
