@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_runtime.ipynb #b2900a72
 from __future__ import annotations
-import errno, fcntl, hashlib, marshal, os, secrets, sqlite3, struct, threading, time
+import errno, fcntl, glob, hashlib, marshal, os, secrets, sqlite3, struct, threading, time
+from contextlib import closing
 from pathlib import Path
 import numpy as np
 import onnxruntime as ort
@@ -143,48 +144,61 @@ CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, offset INTEGER NOT NU
 """
 _MARKS = {'predictions': 9, 'feedback': 3}
 
-def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]]):
-    "Insert each `(table, rows)` (in the caller's transaction)."
-    for table, rows in batches: c.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
+def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]], how:str=''):
+    "Insert each `(table, rows)` (in the caller's transaction); `how`: a conflict clause, such as 'OR IGNORE'."
+    for table, rows in batches:
+        c.executemany(f"INSERT {how} INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
 
 # %% ../nbs/07_runtime.ipynb #26950be7
 _RECORD = struct.Struct('<I')   # a journal record: the length of what follows, then marshal's bytes of (table, rows)
 
-def _journals(path:Path) -> list[Path]: return sorted(path.parent.glob(f'{path.name}.journal-*'))
+def _journals(path:Path) -> list[Path]: return sorted(path.parent.glob(f'{glob.escape(path.name)}.journal-*'))
 
-def _records(data:bytes, start:int=0) -> list[tuple[str, list]]:
-    "The whole records of a journal from byte `start`; one cut short by a kill was never acknowledged."
-    out = []
+def _records(data:bytes) -> list[tuple[str, list]]:
+    "The whole records of journal bytes; one cut short (or torn) by a kill or a crash was never acknowledged."
+    out, start = [], 0
     while start + _RECORD.size <= len(data):
         (n,), start = _RECORD.unpack_from(data, start), start + _RECORD.size
         if start + n > len(data): break
-        out.append(marshal.loads(data[start:start + n]))
+        try: out.append(marshal.loads(data[start:start + n]))
+        except (EOFError, ValueError, TypeError): break
         start += n
     return out
 
+def _move(c:sqlite3.Connection, batches:list[tuple[str, list]], marks:dict[str, int]):
+    "Insert the rows and the journals' marks in one transaction; rows SQLite cannot hold (a NaN score) are left out."
+    try:
+        with c:
+            _insert(c, batches)
+            c.executemany('INSERT OR REPLACE INTO journals VALUES (?, ?)', marks.items())
+    except sqlite3.IntegrityError:                         # never storable: the rest must not wait behind it forever
+        with c:
+            _insert(c, batches, 'OR IGNORE')
+            c.executemany('INSERT OR REPLACE INTO journals VALUES (?, ?)', marks.items())
+
 def _retire(path:Path, journal:Path):
     "Remove a journal that is all in SQLite, then its mark; the caller holds its lock until then."
-    journal.unlink()
+    journal.unlink(missing_ok=True)
     with sqlite3.connect(path, timeout=60) as c: c.execute('DELETE FROM journals WHERE name = ?', (journal.name,))
 
 def recover(path:Path|str) -> int:
     "Move into the log what killed processes left in its journals (those no live process holds); the rows moved."
     path, moved = Path(path), 0
     for j in _journals(path):
-        with open(j, 'rb') as f:
+        try: f = open(j, 'rb')
+        except FileNotFoundError: continue                         # recovered or retired meanwhile
+        with f:
             try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError: continue                       # its process is alive: its own thread moves it
             if os.fstat(f.fileno()).st_nlink == 0: continue        # another process recovered it meanwhile
-            data = f.read()
-            with sqlite3.connect(path, timeout=60) as c:
+            with closing(sqlite3.connect(path, timeout=60)) as c:
                 done = c.execute('SELECT offset FROM journals WHERE name = ?', (j.name,)).fetchone()
-                batches = _records(data, done[0] if done else 0)
-                _insert(c, batches)
-                c.execute('INSERT OR REPLACE INTO journals VALUES (?, ?)', (j.name, len(data)))
+                f.seek(done[0] if done else 0)
+                batches = _records(f.read())
+                _move(c, batches, {j.name: f.tell()})
             moved += sum(len(rows) for _, rows in batches)
             _retire(path, j)
     return moved
-
 
 # %% ../nbs/07_runtime.ipynb #9c0126a1
 class PredictionLog:
@@ -192,28 +206,32 @@ class PredictionLog:
     def __init__(self, path:Path|str,    # the log's SQLite file
                  durable:bool=True,      # rows in this process's journal file before `add` returns
                  interval:float=0.2,     # seconds between moves into SQLite
-                 journal_bytes:int=64 << 20): # a journal this long is replaced once all of it is in SQLite
+                 journal_bytes:int=64 << 20): # past this length, rows go to a new journal and the full one is removed
         self.path, self.durable, self.interval, self.journal_bytes = Path(path), durable, interval, journal_bytes
-        self.pending, self.lock, self.stop = [], threading.Lock(), threading.Event()
+        self.pending, self.lock, self.stop, self.closed = [], threading.Lock(), threading.Event(), False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path, timeout=60) as c:
             c.execute('PRAGMA journal_mode=WAL')
             c.executescript(LOG_SCHEMA)
         recover(self.path)
-        self.journal, self.fd, self.size = None, None, 0
+        self.journal, self.fd, self.size, self.full = None, None, 0, []   # full: journals all taken, to remove
         if durable: self._new_journal()
         self.thread = threading.Thread(target=self._run, name='prediction-log', daemon=True)
         self.thread.start()
 
     def _new_journal(self):
-        "Start a journal of this process's own, locked for as long as the process lives."
-        self.journal = self.path.with_name(f'{self.path.name}.journal-{os.getpid()}-{secrets.token_hex(4)}')
-        self.fd, self.size = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600), 0
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        "Start a journal of this process's own, locked (before its name is visible) for as long as the process lives."
+        name = f'{self.path.name}.journal-{os.getpid()}-{secrets.token_hex(4)}'
+        new = self.path.with_name(f'.{name}')                      # not a journal to `recover` until renamed
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, self.path.with_name(name))
+        self.journal, self.fd, self.size = self.path.with_name(name), fd, 0
 
     def _append(self, table:str, rows:list[tuple]):
         "Queue rows for `table`, written to the journal first when durable."
         with self.lock:
+            if self.closed: raise RuntimeError(f'the prediction log {self.path} is closed')
             if self.durable:
                 data = marshal.dumps((table, rows))
                 record = _RECORD.pack(len(data)) + data
@@ -226,49 +244,42 @@ class PredictionLog:
     def add(self, rows:list[tuple]): return self._append('predictions', rows)
     def feedback(self, request_id:str, label:str): return self._append('feedback', [(request_id, label, time.time())])
 
-    def close(self):
-        "Move what is pending into SQLite, then remove the journal."
-        self.stop.set()
-        self.thread.join(timeout=60)
-        if self.journal and not self.pending: self._drop_journal()
-
 # %% ../nbs/07_runtime.ipynb #5f3a0520
 @patch
 def _run(self:PredictionLog):
     "Every `interval`, move what is pending into SQLite in one transaction, with how far the journal is; until stopped."
-    c = sqlite3.connect(self.path, timeout=60)
+    c, marks = sqlite3.connect(self.path, timeout=60), {}
     c.execute('PRAGMA synchronous=NORMAL')
     while True:
         stopping = self.stop.wait(self.interval)
-        with self.lock: taken, self.pending, journal, end = self.pending, [], self.journal, self.size
+        with self.lock:
+            taken, self.pending = self.pending, []
+            if self.journal and taken:
+                marks[self.journal.name] = self.size                    # all of it is in `taken` (or moved before)
+                if self.size >= self.journal_bytes: self.full.append((self.journal, self.fd)); self._new_journal()
         try:
-            with c:
-                _insert(c, taken)
-                if journal and taken: c.execute('INSERT OR REPLACE INTO journals VALUES (?, ?)', (journal.name, end))
-        except sqlite3.Error:                             # busy or failing: kept (and in the journal), tried again
+            if taken: _move(c, taken, marks)
+        except (sqlite3.Error, OSError):                # busy or failing: kept (and in the journal), tried again
             with self.lock: self.pending[:0] = taken
-            if stopping: break
-            continue
-        if journal and end >= self.journal_bytes: self._rotate(end)
+        else:
+            marks.clear()
+            try:
+                while self.full: _retire(self.path, self.full[0][0]); os.close(self.full.pop(0)[1])
+            except (sqlite3.Error, OSError): pass       # all in SQLite already: removed next time
         if stopping: break
     c.close()
 
 @patch
-def _rotate(self:PredictionLog, end:int):
-    "Replace the journal by a new one when all of it (`end` bytes) is in SQLite."
+def close(self:PredictionLog):
+    "Move what is pending into SQLite, then remove the journal; `add` refuses from now on."
+    with self.lock: self.closed = True
+    self.stop.set()
+    self.thread.join(timeout=60)
     with self.lock:
-        if self.size != end: return                      # written to since: next time
-        old, old_fd = self.journal, self.fd
-        self._new_journal()
-    _retire(self.path, old)
-    os.close(old_fd)
-
-@patch
-def _drop_journal(self:PredictionLog):
-    "Remove this process's journal, all of it being in SQLite."
-    _retire(self.path, self.journal)
-    os.close(self.fd)
-    self.journal = None
+        if self.journal and not self.pending and not self.thread.is_alive():
+            _retire(self.path, self.journal)
+            os.close(self.fd)
+            self.journal, self.fd = None, None
 
 # %% ../nbs/07_runtime.ipynb #d58fd34c
 @patch

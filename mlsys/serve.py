@@ -216,7 +216,7 @@ class Server:
         self.shadow_pending, self._explainers = 0, {}
         self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
         self.store = None   # the online store, opened when a model with feature views loads
-        self.batch_rows, self._turns = c.batch_rows, {}   # adaptive batching: see `Turn`
+        self.batch_rows = c.batch_rows   # adaptive batching: see `Turn`
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -373,8 +373,8 @@ async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout, big:bool
     "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
     if ro.fallback is None:
         if big or not self.batch_rows: return await _work(big, model.predict, cols), False, model
-        if (turn := self._turns.get(model.version)) is None:
-            turn = self._turns[model.version] = Turn(functools.partial(predict_together, model), self.batch_rows)
+        if (turn := getattr(model, '_turn', None)) is None:   # one per loaded model: gone with it
+            turn = model._turn = Turn(functools.partial(predict_together, model), self.batch_rows)
         return await turn.submit(cols, len(next(iter(cols.values())))), False, model
     try:
         if self.budget <= 0: return await _work(big, model.predict, cols), False, model
@@ -427,11 +427,19 @@ class Turn:
         if not taken: return
         try: results = self.run([item for item, _ in taken])
         except Exception as e:
+            if len(taken) > 1: return self._one_by_one(taken)   # only the items that fail alone get the error
             for _, fut in taken:
                 if not fut.done(): fut.set_exception(e)
             return
         for (_, fut), r in zip(taken, results):
             if not fut.done(): fut.set_result(r)
+
+    def _one_by_one(self, taken:list):
+        "Run each item alone: its result, or its own error."
+        for item, fut in taken:
+            try: r = self.run([item])[0]
+            except Exception as e: r = e
+            if not fut.done(): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
 
 def predict_together(model:LoadedModel, feeds:list[dict]) -> list[np.ndarray]:
     "The model's outputs for several requests' input arrays, from one call."
@@ -481,6 +489,8 @@ async def _known(self:Server, rid:str) -> bool:
     "Whether a prediction has the id `rid`: one this process answered lately, else one in the log."
     base, _, i = rid.partition('-')
     if (n := self.answered.get(base)) is not None: return int(i) < n if i else n == 0
+    if await asyncio.to_thread(self.log.has_request, rid): return True
+    await asyncio.sleep(2 * self.log.interval)   # another worker's answer reaches SQLite within its log's interval
     return await asyncio.to_thread(self.log.has_request, rid)
 
 _ID_KEY, _ID_COUNTER = secrets.token_bytes(32), itertools.count()
@@ -753,7 +763,7 @@ def app(self:Server) -> Starlette:
         gc.collect(); gc.freeze()      # what exists now lives as long as the server: keep it out of every GC pass
         task = asyncio.create_task(self._follow_registry())
         try: yield
-        finally: task.cancel(); self.shadow_pool.shutdown(wait=False); self.log.close()
+        finally: task.cancel(); self.shadow_pool.shutdown(cancel_futures=True); self.log.close()
     h = lambda route, fn, methods: Route(f'/{route}', self._handle(route, fn), methods=methods)
     return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']),
                              h('v1/feedback', self._feedback, ['POST']), h('healthz', alive, ['GET']),
