@@ -490,6 +490,7 @@ async def _known(self:Server, rid:str) -> bool:
     base, _, i = rid.partition('-')
     if (n := self.answered.get(base)) is not None: return int(i) < n if i else n == 0
     if await asyncio.to_thread(self.log.has_request, rid): return True
+    if self.cfg.workers < 2: return False        # no other worker: this one's recent answers are in `answered`
     await asyncio.sleep(2 * self.log.interval)   # another worker's answer reaches SQLite within its log's interval
     return await asyncio.to_thread(self.log.has_request, rid)
 
