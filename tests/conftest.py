@@ -40,8 +40,9 @@ def wheel(tmp_path_factory) -> Path:
 def new_venv(path:Path, *requirements) -> SimpleNamespace:
     "A new virtual environment at `path` with `requirements` installed (torch pinned to the CPU build)."
     venv.create(path, with_pip=True)
-    r = subprocess.run([str(path/'bin'/'python'), '-m', 'pip', 'install', '-q', '-c', str(ROOT/'constraints.txt'),
-                        *map(str, requirements)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([str(path/'bin'/'python'), '-m', 'pip', 'install', '-q', '--no-compile',   # bytecode on import
+                        '-c', str(ROOT/'constraints.txt'), *map(str, requirements)],
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return SimpleNamespace(venv=path, bin=path/'bin')
 
