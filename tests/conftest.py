@@ -1,8 +1,9 @@
-import os, signal, socket, subprocess, sys, time, venv
+import json, os, signal, socket, subprocess, sys, time, venv
 from pathlib import Path
 from types import SimpleNamespace
 import httpx
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -16,25 +17,53 @@ def home(tmp_path, monkeypatch):
     return h
 
 
+# The longest files first: with `pytest -n 2 --dist loadfile` (scripts/test) each worker takes whole files in this
+# order, so the two end at about the same time; the rest follow in their usual order.
+FIRST = ['test_tasks', 'test_jobs', 'test_project', 'test_serve', 'test_monitor', 'test_pipeline', 'test_hostile']
+
+
+def pytest_collection_modifyitems(items):
+    "Run the longest test files first."
+    rank = lambda item: FIRST.index(item.module.__name__) if item.module.__name__ in FIRST else len(FIRST)
+    items.sort(key=rank)    # sort is stable: within a file, and among the rest, the order is pytest's
+
+
+def once(tmp_path_factory, name:str, make) -> str:
+    "`make(folder)` run once for the whole session, whichever xdist worker asks first; the others wait and reuse it."
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'): root = root.parent     # the workers' common temporary folder
+    done = root/f'{name}.json'
+    with FileLock(str(root/f'{name}.lock')):
+        if not done.exists():
+            (root/name).mkdir(exist_ok=True)
+            done.write_text(json.dumps(str(make(root/name))))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope='session')
-def example_model(tmp_path_factory):
+def example_model(tmp_path_factory) -> Path:
     "A run directory where ingest, features, train and export ran once on the example, small and fast: for all tests."
     from mlsys.data import run_ingest
     from mlsys.example import example_run
     from mlsys.export import run_export
     from mlsys.features import run_features
     from mlsys.train import run_train
-    return example_run(run_ingest, run_features, run_train, run_export, run_dir=tmp_path_factory.mktemp('example-run'),
-                       max_epochs=2, trials=0, search={}, repeats=10, settings={'tracking.mode': 'disabled'})
+    return Path(once(tmp_path_factory, 'example-run', lambda d: example_run(
+        run_ingest, run_features, run_train, run_export, run_dir=d,
+        max_epochs=2, trials=0, search={}, repeats=10, settings={'tracking.mode': 'disabled'})))
+
+
+def _build_wheel(dist:Path) -> Path:
+    "Build the mlsys wheel from this checkout into `dist`."
+    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(dist), str(ROOT)], check=True,
+                   capture_output=True, timeout=600)
+    return next(dist.glob('mlsys-*.whl'))
 
 
 @pytest.fixture(scope='session')
 def wheel(tmp_path_factory) -> Path:
     "The mlsys wheel built from this checkout."
-    dist = tmp_path_factory.mktemp('dist')
-    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(dist), str(ROOT)], check=True,
-                   capture_output=True, timeout=600)
-    return next(dist.glob('mlsys-*.whl'))
+    return Path(once(tmp_path_factory, 'dist', _build_wheel))
 
 
 def new_venv(path:Path, *requirements) -> SimpleNamespace:
@@ -50,9 +79,9 @@ def new_venv(path:Path, *requirements) -> SimpleNamespace:
 @pytest.fixture(scope='session')
 def wheel_venv(tmp_path_factory, wheel):
     "A new virtual environment with the mlsys wheel and all its extras, nbdev and pytest installed."
-    env = new_venv(tmp_path_factory.mktemp('wheel')/'venv', f'{wheel}[all]', 'nbdev>=3.3', 'pytest>=8')
-    env.wheel = wheel
-    return env
+    path = Path(once(tmp_path_factory, 'wheel', lambda d: new_venv(d/'venv', f'{wheel}[all]', 'nbdev>=3.3',
+                                                                      'pytest>=8').venv))
+    return SimpleNamespace(venv=path, bin=path/'bin', wheel=wheel)
 
 
 def mlsys(*args, cwd=None, env=None, exe=None):
