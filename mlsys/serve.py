@@ -28,9 +28,10 @@ from .tasks import score_of
 # %% auto #0
 __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
            'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
-           'read_json', 'parse_records', 'online_values', 'warmup_record', 'canary_bucket', 'Rollout', 'Server',
-           'multiprocess_metrics', 'client_address', 'read_body', 'Turn', 'predict_together', 'next_request_id',
-           'label_text', 'column_schema', 'label_schema', 'prediction_schema', 'create_app']
+           'read_json', 'check_records', 'parse_records', 'model_arrays', 'online_values', 'warmup_record',
+           'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'read_body', 'Turn',
+           'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema', 'prediction_schema',
+           'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -101,10 +102,10 @@ def read_json(body:bytes):
 
 _SHAPE = 'expected an object of columns, or {"records": [objects, ...]}'
 
-def parse_records(body:bytes, model:LoadedModel, extra:str='reject', max_records:int=1000, max_problems:int=20,
+def check_records(body:bytes, model:LoadedModel, extra:str='reject', max_records:int=1000, max_problems:int=20,
                   fill=None, # called with the records before they are checked: fills the views' aggregates
-                 ) -> tuple[dict, list[dict], bool]:
-    "Input arrays, the records as sent and whether it was a batch, from a body; `RequestError` (400/422) otherwise."
+                 ) -> tuple[list[list], list[dict], bool]:
+    "The values of each model input (lists), the records as sent and whether it was a batch; else `RequestError`."
     doc = read_json(body)
     batch = isinstance(doc, dict) and 'records' in doc
     recs = doc['records'] if batch else [doc]
@@ -132,7 +133,13 @@ def parse_records(body:bytes, model:LoadedModel, extra:str='reject', max_records
             for c in r:
                 if c not in model.columns: bad(i, c, 'column not in the contract')
     if count: raise RequestError(422, problems, count - len(problems))
-    return _arrays(checks, cols), recs, batch
+    return cols, recs, batch
+
+def parse_records(body:bytes, model:LoadedModel, extra:str='reject', max_records:int=1000, max_problems:int=20,
+                  fill=None) -> tuple[dict, list[dict], bool]:
+    "Input arrays, the records as sent and whether it was a batch, from a body; `RequestError` (400/422) otherwise."
+    cols, recs, batch = check_records(body, model, extra, max_records, max_problems, fill)
+    return model_arrays(model, cols), recs, batch
 
 def _checks(model:LoadedModel) -> list[tuple]:
     "The model's inputs with their checkers, made once per model."
@@ -150,6 +157,10 @@ def _arrays(checks:list[tuple], cols:list[list]) -> dict[str, np.ndarray]:
         block = np.array([cols[i] for i in idx], dtype=kind)[:, :, None]   # (columns, rows, 1)
         for j, i in enumerate(idx): out[checks[i][0]] = block[j]
     return {n: out[n] for n, _, _ in checks}
+
+def model_arrays(model:LoadedModel, cols:list[list]) -> dict[str, np.ndarray]:
+    "The model's input arrays from the values of each of its inputs, as `check_records` gives them."
+    return _arrays(_checks(model), cols)
 
 # %% ../nbs/09_serve.ipynb #2bbbb504
 def _request_time(v) -> float|None:
@@ -369,13 +380,14 @@ async def _work(big:bool, f, *args):
 
 # %% ../nbs/09_serve.ipynb #8de26836
 @patch
-async def _score(self:Server, model:LoadedModel, cols:dict, ro:Rollout, big:bool=False):
-    "Probabilities from `model` within the time budget, else from the fallback (degraded); the model that answered."
-    if ro.fallback is None:
-        if big or not self.batch_rows: return await _work(big, model.predict, cols), False, model
+async def _score(self:Server, model:LoadedModel, vals:list[list], n:int, ro:Rollout, big:bool=False):
+    "Probabilities for `n` records' values from `model` within the time budget, else from the fallback (degraded)."
+    if ro.fallback is None and not big and self.batch_rows:
         if (turn := getattr(model, '_turn', None)) is None:   # one per loaded model: gone with it
             turn = model._turn = Turn(functools.partial(predict_together, model), self.batch_rows)
-        return await turn.submit(cols, len(next(iter(cols.values())))), False, model
+        return await turn.submit(vals, n), False, model
+    cols = await _work(big, model_arrays, model, vals)
+    if ro.fallback is None: return await _work(big, model.predict, cols), False, model
     try:
         if self.budget <= 0: return await _work(big, model.predict, cols), False, model
         p = await asyncio.wait_for(asyncio.to_thread(model.predict, cols), self.budget)
@@ -441,11 +453,12 @@ class Turn:
             except Exception as e: r = e
             if not fut.done(): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
 
-def predict_together(model:LoadedModel, feeds:list[dict]) -> list[np.ndarray]:
-    "The model's outputs for several requests' input arrays, from one call."
-    if len(feeds) == 1: return [model.predict(feeds[0])]
-    out = model.predict({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
-    return np.split(out, np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1])
+def predict_together(model:LoadedModel, values:list[list[list]]) -> list[np.ndarray]:
+    "The model's outputs for several requests' values (as `check_records` gives them): one set of arrays, one call."
+    if len(values) == 1: return [model.predict(model_arrays(model, values[0]))]
+    out = model.predict(model_arrays(model, [list(itertools.chain.from_iterable(c)) for c in zip(*values)]))
+    ends = list(itertools.accumulate(len(v[0]) for v in values))
+    return [out[a:b] for a, b in zip([0, *ends], ends)]
 
 # %% ../nbs/09_serve.ipynb #b4168c09
 MAX_ANSWERED = 65_536   # request ids this process keeps, for feedback that arrives before the log has them
@@ -462,14 +475,14 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     model, big = ro.candidate if canary else ro.primary, len(body) > BIG_BODY
     missing, fill = [], None
     if model.views: fill = lambda rs: missing.extend(online_values(model.views, self.store, rs, model.time_column))
-    cols, recs, batch = await _work(big, parse_records, body, model, self.extra, self.max_records, self.max_problems,
+    vals, recs, batch = await _work(big, check_records, body, model, self.extra, self.max_records, self.max_problems,
                                     fill)
     ids = [f'{rid}-{i}' for i in range(len(recs))] if batch else [rid]
-    p, degraded, used = await self._score(model, cols, ro, big)
+    p, degraded, used = await self._score(model, vals, len(recs), ro, big)
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
     self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable: in the journal now
-    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, cols, recs, ids)
+    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, model_arrays(model, vals), recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
     self._answered(rid, len(recs) if batch else 0)
