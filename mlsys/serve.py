@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from .config import Settings, get_settings, home_paths
@@ -31,7 +31,7 @@ __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', '
            'read_json', 'check_records', 'parse_records', 'model_arrays', 'online_values', 'warmup_record',
            'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'read_body', 'Turn',
            'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema', 'prediction_schema',
-           'create_app']
+           'Endpoint', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -356,14 +356,17 @@ async def read_body(request, limit:int, seconds:float=10.0) -> bytes:
     chunks, size = [], 0
     try:
         async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
+            while True:       # the ASGI messages themselves: no stream generator on the hot path
+                m = await request.receive()
+                if m['type'] == 'http.disconnect': raise ClientDisconnect()
+                size += len(chunk := m.get('body', b''))
                 if size > limit: raise too_big()
                 chunks.append(chunk)
+                if not m.get('more_body', False): break
     except TimeoutError:
         raise RequestError(408, [_problem(None, None, f'request body not received within {seconds:g} s')]) from None
     except ClientDisconnect: raise RequestError(400, [_problem(None, None, 'the client left before its body arrived')])
-    return b''.join(chunks)
+    return chunks[0] if len(chunks) == 1 else b''.join(chunks)
 
 @patch
 async def _body(self:Server, request, limit:int|None=None) -> bytes:
@@ -711,26 +714,35 @@ def openapi(self:Server) -> dict:
                  paths=paths, components=schemes)
 
 # %% ../nbs/09_serve.ipynb #ecdc2473
-@patch
-def _handle(self:Server, route:str, fn):
-    "An endpoint from `fn(request) -> (status, body)`: errors to 4xx/503, timed and counted."
-    latency, counted = self.metrics.latency.labels(route), {}   # the metrics' children, looked up once
-    async def endpoint(request):
-        t0, headers = time.perf_counter(), None
-        try: status, body = await fn(request)
+_JSON = (b'content-type', b'application/json')
+
+class Endpoint:
+    "A route as a bare ASGI app: `fn(request) -> (status, body)` sent as JSON; errors to 4xx/503, timed and counted."
+    def __init__(self, server:Server, # its metrics count the answers
+                 route:str,           # the route's name in the metrics
+                 fn):                 # async `request -> (status, body)`; the body a dict, or a Starlette `Response`
+        self.fn, self.requests, self.route, self.counted = fn, server.metrics.requests, route, {}
+        self.latency = server.metrics.latency.labels(route)   # the metrics' children, looked up once
+
+    async def __call__(self, scope, receive, send):
+        t0, headers = time.perf_counter(), []
+        try: status, body = await self.fn(Request(scope, receive))
         except RequestError as e:
             status, body = e.status, dict(error='bad request', problems=e.problems)
             if e.more: body['more_problems'] = e.more
         except Exception as e:
             status, body = 503, dict(error=f'the model failed: {type(e).__name__}: {str(e)[:200]}')
-        if status == 429: headers = {'Retry-After': str(body['retry_after'])}
-        elif status in (408, 413): headers = {'Connection': 'close'}
-        if (n := counted.get(status)) is None: n = counted[status] = self.metrics.requests.labels(route, str(status))
+        if status == 429: headers = [(b'retry-after', str(body['retry_after']).encode())]
+        elif status in (408, 413): headers = [(b'connection', b'close')]
+        if (n := self.counted.get(status)) is None:
+            n = self.counted[status] = self.requests.labels(self.route, str(status))
         n.inc()
-        latency.observe(time.perf_counter() - t0)
-        if isinstance(body, Response): return body
-        return Response(orjson.dumps(body), status, headers, media_type='application/json')
-    return endpoint
+        self.latency.observe(time.perf_counter() - t0)
+        if isinstance(body, Response): return await body(scope, receive, send)
+        data = orjson.dumps(body)
+        await send({'type': 'http.response.start', 'status': status,
+                    'headers': [(b'content-length', str(len(data)).encode()), _JSON, *headers]})
+        await send({'type': 'http.response.body', 'body': data})
 
 # %% ../nbs/09_serve.ipynb #15897a5f
 @patch
@@ -769,8 +781,8 @@ async def _openapi_route(self:Server, request) -> tuple[int, dict]:
 
 # %% ../nbs/09_serve.ipynb #5df4b895
 @patch
-def app(self:Server) -> Starlette:
-    "The Starlette app of this server."
+def app(self:Server):
+    "The server's ASGI app: its routes answered directly by method and path; Starlette for the rest and the lifespan."
     async def alive(request): return 200, dict(alive=True)
     @asynccontextmanager
     async def lifespan(a):
@@ -778,17 +790,23 @@ def app(self:Server) -> Starlette:
         task = asyncio.create_task(self._follow_registry())
         try: yield
         finally: task.cancel(); self.shadow_pool.shutdown(cancel_futures=True); self.log.close()
-    h = lambda route, fn, methods: Route(f'/{route}', self._handle(route, fn), methods=methods)
-    return Starlette(routes=[h('v1/predict', self._predict, ['POST']), h('v1/explain', self._explain, ['POST']),
-                             h('v1/feedback', self._feedback, ['POST']), h('healthz', alive, ['GET']),
-                             h('readyz', self._readyz, ['GET']), h('openapi.json', self._openapi_route, ['GET']),
-                             h('admin/reload', self._reload, ['POST']), h('metrics', self._metrics_route, ['GET'])],
-                     lifespan=lifespan)
+    routes = [(f'/{route}', method, Endpoint(self, route, fn)) for route, method, fn in (
+        ('v1/predict', 'POST', self._predict), ('v1/explain', 'POST', self._explain),
+        ('v1/feedback', 'POST', self._feedback), ('healthz', 'GET', alive), ('readyz', 'GET', self._readyz),
+        ('openapi.json', 'GET', self._openapi_route), ('admin/reload', 'POST', self._reload),
+        ('metrics', 'GET', self._metrics_route))]
+    rest = Starlette(routes=[Route(path, e, methods=[m]) for path, m, e in routes], lifespan=lifespan)
+    direct = {(m, path): e for path, m, e in routes}
+    async def asgi(scope, receive, send):
+        if scope['type'] == 'http' and (e := direct.get((scope['method'], scope['path']))) is not None:
+            return await e(scope, receive, send)
+        await rest(scope, receive, send)
+    return asgi
 
 # %% ../nbs/09_serve.ipynb #ae9a5dd7
 SETTINGS_VARIABLE = 'MLSYS_SERVE_RESOLVED_SETTINGS'
 
-def create_app() -> Starlette:
+def create_app():
     "The app of one worker process: settings as `mlsys serve` resolved them (else resolved here)."
     given = os.environ.get(SETTINGS_VARIABLE)
     return Server(json.loads(given) if given else None).app()
