@@ -4,13 +4,14 @@
 
 # %% ../nbs/13_pipeline.ipynb #2d98a171
 from __future__ import annotations
-import datetime as dt, hashlib, json, os, secrets, shutil, sys, tempfile, time
+import ast, datetime as dt, hashlib, json, os, secrets, shutil, sys, tempfile, time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 import nbformat
 import yaml
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 import mlsys
 from .config import (Settings, environment_versions, file_record, get_settings, git_commit, home_paths, new_run_id,
                           parse_assignments, parse_settings, read_manifest, run_file, sha256_file, update_manifest,
@@ -21,8 +22,8 @@ from .registry import Registry
 # %% auto #0
 __all__ = ['STAGES', 'COMMON_PARAMETERS', 'SECRETS', 'REPORTS', 'Stage', 'stage_notebook', 'read_notebook', 'notebook_parameters',
            'stage_parameters', 'load_pipeline', 'load_config', 'job_plan', 'is_job_cell', 'job_view',
-           'IPCKernelManager', 'StageFailed', 'job_settings', 'upstream_outputs', 'run_stage', 'stage_key', 'reuse',
-           'plan_run', 'run_planned', 'run_pipeline', 'retrain']
+           'IPCKernelManager', 'job_imports', 'start_kernel_ahead', 'stop_kernel', 'StageFailed', 'job_settings',
+           'upstream_outputs', 'run_stage', 'stage_key', 'reuse', 'plan_run', 'run_planned', 'run_pipeline', 'retrain']
 
 # %% ../nbs/13_pipeline.ipynb #aec09a8e
 STAGES = {'ingest': '02_data.ipynb', 'features': '03_features.ipynb', 'train': '04_train.ipynb',
@@ -135,6 +136,39 @@ class IPCKernelManager(AsyncKernelManager):
         sock = Path(tempfile.gettempdir())/f'mlsys-kernel-{secrets.token_hex(6)}'
         super().__init__(*args, **{'transport': 'ipc', 'ip': str(sock), **kwargs})
 
+# %% ../nbs/13_pipeline.ipynb #20245008
+def job_imports(nb:nbformat.NotebookNode) -> list[str]:
+    "The modules a notebook's code cells import at their top level, in order (relative imports and magics skipped)."
+    mods = []
+    for c in nb.cells:
+        if c.cell_type != 'code': continue
+        try: tree = ast.parse(c.source)
+        except SyntaxError: continue          # a cell with IPython magics or shell lines is not Python
+        for node in tree.body:
+            if isinstance(node, ast.Import): mods += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.append(node.module)
+    return list(dict.fromkeys(mods))
+
+_WARM = """import importlib as _mlsys_importlib
+for _mlsys_module in {mods!r}:
+    try: _mlsys_importlib.import_module(_mlsys_module)
+    except BaseException: pass
+del _mlsys_importlib, _mlsys_module"""
+
+def start_kernel_ahead(notebook:Path|str, # the stage's notebook
+                       cwd:Path|str,      # the stage's folder: where its kernel runs
+                      ) -> IPCKernelManager:
+    "A kernel for `notebook`'s job view started now in `cwd`, importing what the job imports as it starts up."
+    km, mods = IPCKernelManager(kernel_name='python3'), job_imports(job_view(read_notebook(notebook)))
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    run_sync(km.start_kernel)(cwd=str(cwd), extra_arguments=[f'--IPKernelApp.exec_lines={_WARM.format(mods=mods)}']
+                              if mods else [])
+    return km
+
+def stop_kernel(km:IPCKernelManager|None):
+    "Shut a kernel down (and remove its sockets), if there is one and it still runs."
+    if km is not None and km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
+
 # %% ../nbs/13_pipeline.ipynb #97b44acb
 class StageFailed(RuntimeError):
     "A stage notebook failed; the message names stage, cell and error."
@@ -184,6 +218,7 @@ def run_stage(stage:Stage,       # the stage
               run_dir:Path,      # the run directory
               params:dict,       # the stage's parameters
               settings:Settings, # the run's resolved settings
+              km:IPCKernelManager|None=None, # a kernel started ahead for it (`start_kernel_ahead`), shut down after
               **record) -> dict: # more fields for the manifest (the stage's key)
     "Execute `stage`'s job view into `run_dir/<name>`; its manifest. Raise `StageFailed` if a cell fails."
     import papermill as pm
@@ -202,8 +237,9 @@ def run_stage(stage:Stage,       # the stage
     with tempfile.TemporaryDirectory() as d:
         nbformat.write(job_view(read_notebook(stage.notebook)), src := Path(d)/'job.ipynb')
         try: pm.execute_notebook(str(src), str(nb), cwd=str(out), progress_bar=sys.stderr.isatty(), parameters=given,
-                                 kernel_name='python3', kernel_manager_class=IPCKernelManager)
+                                 kernel_name='python3', kernel_manager_class=IPCKernelManager, km=km)
         except BaseException as e: error = e
+        finally: stop_kernel(km)
     reports = ((nb, 'notebook'), (_render_html(nb), 'notebook_html'))
     notebooks = [file_record(p, role) for p, role in reports if p and p.exists()]
     m = update_manifest(out, outputs=notebooks, status='failed' if error else 'succeeded', ended=_now(),
@@ -289,16 +325,21 @@ def plan_run(run_dir:Path, pipeline, names, config, params, settings, resume:boo
 # %% ../nbs/13_pipeline.ipynb #5d0101f4
 def _say(line:str): print(f'mlsys: {line}', file=sys.stderr, flush=True)
 
-def run_planned(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, force) -> str:
+def run_planned(stage:Stage, run:dict, run_dir:Path, settings:Settings, keys:dict, force,
+                km:IPCKernelManager|None=None, # a kernel started ahead for this stage: used, or shut down if reused
+                ahead=None,                    # called once this stage is known to run: starts the next one's kernel
+               ) -> str:
     "Run or reuse one stage; how it went, in words."
     key = keys[stage.name] = stage_key(stage, run['plan'][stage.name], job_settings(settings),
                                        [keys[u] for u in stage.upstream if u in keys])
     if 'all' not in force and stage.name not in force:
         if (m := reuse(stage, key, run_dir, home_paths(settings).runs)) is not None:
+            stop_kernel(km)
             return f"reused from {m['reused_from']}"
     t0 = time.monotonic()
     _say(f"{stage.name}: running")
-    try: run_stage(stage, run_dir, run['plan'][stage.name], settings, cache_key=key)
+    if ahead: ahead()
+    try: run_stage(stage, run_dir, run['plan'][stage.name], settings, km=km, cache_key=key)
     except StageFailed:
         _say(f"{stage.name}: failed after {time.monotonic() - t0:.1f} s")
         raise
@@ -318,16 +359,25 @@ def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
     resolved = get_settings(cfg['settings'] | settings)
     run_dir = Path(resume).absolute() if resume else home_paths(resolved).runs/new_run_id()
     run = plan_run(run_dir, pipeline, stages, cfg, params or {}, settings, bool(resume), example)
-    resolved, keys = get_settings(run['settings']), {}
+    resolved, keys, ahead = get_settings(run['settings']), {}, {}   # ahead: kernels started for the next stage
     _say(f"run {run_dir}")
-    for s in run['stages']:
-        stage = Stage(s['name'], Path(s['notebook']), s['upstream'])
-        m = read_manifest(run_dir/stage.name)
-        if resume and m.get('status') == 'succeeded':
-            keys[stage.name] = m.get('cache_key')
-            _say(f"{stage.name}: kept")
-            continue
-        _say(f"{stage.name}: {run_planned(stage, run, run_dir, resolved, keys, set(force))}")
+    stages = [Stage(s['name'], Path(s['notebook']), s['upstream']) for s in run['stages']]
+    kept = lambda st: resume and read_manifest(run_dir/st.name).get('status') == 'succeeded'
+    def start_next(nxt):
+        if nxt is not None and not kept(nxt): ahead[nxt.name] = start_kernel_ahead(nxt.notebook, run_dir/nxt.name)
+    try:
+        for stage, nxt in zip(stages, [*stages[1:], None]):
+            if kept(stage):
+                keys[stage.name] = read_manifest(run_dir/stage.name).get('cache_key')
+                _say(f"{stage.name}: kept")
+                continue
+            how = run_planned(stage, run, run_dir, resolved, keys, set(force), ahead.pop(stage.name, None),
+                              lambda: start_next(nxt))
+            _say(f"{stage.name}: {how}")
+    finally:
+        for name, km in ahead.items():             # started for a stage not reached
+            stop_kernel(km)
+            if not any((run_dir/name).iterdir()): (run_dir/name).rmdir()   # its folder, made for its kernel
     return run_dir
 
 # %% ../nbs/13_pipeline.ipynb #b94da8ec
