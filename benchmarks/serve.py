@@ -1,11 +1,13 @@
 """The server under load, side by side in one run, beside the HTTP floor and the raw onnxruntime call.
 
 1. wrk (Debian's package: `apt-get install wrk`) at concurrency 1, 8 and 32 against, in turn: a minimal Starlette app on
-   uvicorn that returns a constant (the HTTP floor), `mlsys serve` with an exported model and the durable prediction log
-   (the default: each answer's rows are in the process's journal file before it is sent, and in SQLite within 0.2 s),
-   and the same with `serve.durable_log = false` (rows kept in memory until written every 0.2 s). Servers pinned to core 0, wrk to core 1; the three
-   take turns, three rounds of each concurrency, and the median round is shown. P50/P95/P99 latency and requests per
-   second, the ratios to the floor, and durable over not durable.
+   uvicorn that returns a constant (the HTTP floor, the ratios' reference), the same constant from a bare ASGI app
+   (uvicorn's own share of the floor; `mlsys serve` answers its routes that way), `mlsys serve` with an exported
+   model and the durable prediction log (the default: each answer's rows are in the process's journal file before it
+   is sent, and in SQLite within 0.2 s), and the same with `serve.durable_log = false` (rows kept in memory until
+   written every 0.2 s). Servers pinned to core 0, wrk to core 1; they take turns, three rounds of each concurrency,
+   and the median round is shown. P50/P95/P99 latency and requests per second, the ratios to the floor, and durable
+   over not durable.
 1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`
    while `/healthz` is asked every 10 ms: the worst and the median `/healthz` time, and the size of the big answer.
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
@@ -34,13 +36,24 @@ async def predict(request):
 app = Starlette(routes=[Route('/v1/predict', predict, methods=['POST'])])
 """
 
+BARE = """
+async def app(scope, receive, send):
+    if scope['type'] != 'http': return
+    more = True
+    while more: more = (await receive()).get('more_body', False)
+    await send({'type': 'http.response.start', 'status': 200,
+                'headers': [(b'content-length', b'11'), (b'content-type', b'application/json')]})
+    await send({'type': 'http.response.body', 'body': b'{"ok":true}'})
+"""
+
 LUA = """
 wrk.method = "POST"
 wrk.body = io.open("%s"):read("*a")
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %%f %%f %%f %%d %%d %%d\\n", latency:percentile(50), latency:percentile(95),
-           latency:percentile(99), summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.timeout))
+           latency:percentile(99), summary.requests, summary.duration,
+           summary.errors.status + summary.errors.connect + summary.errors.timeout))
 end
 """
 
@@ -65,7 +78,8 @@ def wrk(url, lua, conns, seconds):
     out = subprocess.run(['taskset', '-c', '1', 'wrk', '-t1', f'-c{conns}', f'-d{seconds}s', '-s', lua, url],
                          capture_output=True, text=True).stdout
     p50, p95, p99, n, dur, errors = out.split('RESULT ')[1].split()
-    return dict(p50=float(p50) / 1e3, p95=float(p95) / 1e3, p99=float(p99) / 1e3, rps=int(n) / (int(dur) / 1e6), errors=int(errors))
+    return dict(p50=float(p50) / 1e3, p95=float(p95) / 1e3, p99=float(p99) / 1e3, rps=int(n) / (int(dur) / 1e6),
+                errors=int(errors))
 
 
 def median_us(f, n=3000):
@@ -110,26 +124,29 @@ def main(seconds):
     from mlsys.serve import parse_records
     from mlsys.train import run_train
     tmp = Path(tempfile.mkdtemp())
-    run_dir = example_run(run_ingest, run_features, run_train, run_export, max_epochs=2, trials=0, search={}, repeats=10)
+    run_dir = example_run(run_ingest, run_features, run_train, run_export, max_epochs=2, trials=0, search={},
+                          repeats=10)
     model_path = run_file(run_dir, 'model')
     m = LoadedModel(model_path.read_bytes(), 'bench')
     rec = example_table().drop('churn').row(0, named=True)
     body = json.dumps(rec).encode(); (tmp/'body.json').write_bytes(body)
     (tmp/'post.lua').write_text(LUA % (tmp/'body.json'))
-    (tmp/'floor_app.py').write_text(FLOOR)
+    (tmp/'floor_app.py').write_text(FLOOR); (tmp/'bare_app.py').write_text(BARE)
 
     cols, _, _ = parse_records(body, m)
     raw = median_us(lambda: m.predict(cols))
     parsed = median_us(lambda: m.predict(parse_records(body, m)[0]))
-    print(f"in-process, one record: onnxruntime on prepared arrays {raw:.1f} us; JSON parse + contract check + arrays + run {parsed:.1f} us\n")
+    print(f"in-process, one record: onnxruntime on prepared arrays {raw:.1f} us; "
+          f"JSON parse + contract check + arrays + run {parsed:.1f} us\n")
 
     serve = lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)]
+    const = lambda mod: lambda p: [str(BIN/'uvicorn'), f'{mod}:app', '--app-dir', str(tmp), '--port', str(p),
+                                   '--log-level', 'warning', '--no-access-log']
     servers, procs = {}, []
     try:
         for i, (name, args_of, durable, batch) in enumerate((
-                ('floor (Starlette constant)', lambda p: [str(BIN/'uvicorn'), 'floor_app:app', '--app-dir', str(tmp),
-                                                          '--port', str(p), '--log-level', 'warning', '--no-access-log'],
-                 None, None),
+                ('floor (Starlette constant)', const('floor_app'), None, None),
+                ('floor (bare ASGI constant)', const('bare_app'), None, None),
                 ('mlsys serve', serve, 'true', None), ('mlsys serve, log not durable', serve, 'false', None))):
             env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{i}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true')
             p = port(); url = f'http://127.0.0.1:{p}'
@@ -146,22 +163,28 @@ def main(seconds):
         runs = {name: {c: [] for c in (1, 8, 32)} for name in servers}
         for c in (1, 8, 32):
             for _ in range(ROUNDS):
-                for name, url in servers.items(): runs[name][c].append(wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds))
+                for name, url in servers.items():
+                    runs[name][c].append(wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds))
         results = {name: {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in byc.items()}
                    for name, byc in runs.items()}
     finally:
         for proc in procs: proc.terminate(); proc.wait()
     floor = results['floor (Starlette constant)']
-    print(f"{'server':28s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'errors':>6s} {'p50/floor':>9s} {'rps/floor':>9s}")
+    print(f"{'server':28s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'errors':>6s} "
+          f"{'p50/floor':>9s} {'rps/floor':>9s}")
     for name, rs in results.items():
         for c, r in rs.items():
-            print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} {int(r['errors']):6d} "
+            print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} "
+                  f"{int(r['errors']):6d} "
                   f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
-    print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: {results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
+    print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: "
+          f"{results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
     dur, fast = results['mlsys serve'], results['mlsys serve, log not durable']
-    print(f"\nthe durable prediction log's cost (durable / not durable):\n{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
+    print(f"\nthe durable prediction log's cost (durable / not durable):\n"
+          f"{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
     for c in (1, 8, 32):
-        print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} {dur[c]['rps'] / fast[c]['rps']:6.2f}")
+        print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} "
+              f"{dur[c]['rps'] / fast[c]['rps']:6.2f}")
 
 
 if __name__ == '__main__':
