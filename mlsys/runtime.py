@@ -17,8 +17,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'recover', 'PredictionLog',
-           'log_window']
+__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'recover',
+           'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -144,10 +144,14 @@ CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, offset INTEGER NOT NU
 """
 _MARKS = {'predictions': 9, 'feedback': 3}
 
+SLICE_ROWS = 32   # rows the log's thread inserts before it lets the server's thread have the core
+
 def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]], how:str=''):
     "Insert each `(table, rows)` (in the caller's transaction); `how`: a conflict clause, such as 'OR IGNORE'."
+    done = 0
     for table, rows in batches:
         c.executemany(f"INSERT {how} INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
+        if (done := done + len(rows)) >= SLICE_ROWS: done = 0; time.sleep(0)   # a request waits for one slice
 
 # %% ../nbs/07_runtime.ipynb #26950be7
 _RECORD = struct.Struct('<I')   # a journal record: the length of what follows, then marshal's bytes of (table, rows)
