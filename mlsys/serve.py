@@ -6,6 +6,7 @@
 from __future__ import annotations
 import asyncio, atexit, functools, gc, hashlib, hmac, importlib, ipaddress, itertools, json, math, os, re, secrets
 import shutil, tempfile, time, uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -225,7 +226,7 @@ class Server:
         self.log = PredictionLog(home_paths(s).prediction_log, durable=c.durable_log)
         self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix='shadow')
         self.shadow_pending, self._explainers = 0, {}
-        self.buckets, self.answered, self.metrics = {}, {}, _Metrics()
+        self.buckets, self.answered, self.metrics = OrderedDict(), OrderedDict(), _Metrics()   # oldest first
         self.store = None   # the online store, opened when a model with feature views loads
         self.batch_rows = c.batch_rows   # adaptive batching: see `Turn`
 
@@ -325,7 +326,7 @@ def _bucket(self:Server, key, rate:float, burst:float, take:bool=True) -> float:
     tokens = min(burst, tokens + (now - last) * rate)
     wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
     b[key] = (tokens - 1 if take and not wait else tokens, now)   # put back last: the table is in order of use
-    if len(b) > MAX_BUCKETS: del b[next(iter(b))]                  # forget the least recently used address
+    if len(b) > MAX_BUCKETS: b.popitem(last=False)                 # forget the least recently used address
     return wait
 
 @patch
@@ -498,7 +499,7 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
 def _answered(self:Server, rid:str, n:int):
     "Keep a request id this process answered, with its number of records (0: one record, not a batch)."
     self.answered[rid] = n
-    if len(self.answered) > MAX_ANSWERED: del self.answered[next(iter(self.answered))]
+    if len(self.answered) > MAX_ANSWERED: self.answered.popitem(last=False)   # O(1), unlike a dict's first key
 
 @patch
 async def _known(self:Server, rid:str) -> bool:
