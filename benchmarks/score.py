@@ -13,7 +13,7 @@ The table gives median seconds, rows per second, each one's ratio to the faster 
 runs meanwhile. `--profile` adds where the time goes when the steps run one after the other (read, validate, feeds,
 onnxruntime, output columns, write), summed over the file's chunks.
 
-    python benchmarks/score.py [--rows 1000000] [--chunk-rows 100000] [--repeats 5] [--model M.onnx] [--profile]
+    python benchmarks/score.py [--rows 1000000] [--chunk-rows 50000] [--repeats 5] [--model M.onnx] [--profile]
 """
 import argparse, os, resource, shutil, statistics, tempfile, time, warnings
 from pathlib import Path
@@ -124,7 +124,7 @@ def main(rows, chunk_rows, repeats, model, show_profile):
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--rows', type=int, default=1_000_000)
-    p.add_argument('--chunk-rows', type=int, default=100_000)
+    p.add_argument('--chunk-rows', type=int, default=50_000)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--model', default=None, help='an .onnx file; default: an example run exports one')
     p.add_argument('--profile', action='store_true', help='also time each step, run one after the other')

@@ -11,7 +11,7 @@ from .data import DataError
 from .feature_store import run_materialize
 from .monitor import run_monitor
 from .registry import IntegrityError, Registry
-from .score import score_file
+from .score import CHUNK_ROWS, score_file
 from .serve import SETTINGS_VARIABLE, multiprocess_metrics
 
 # %% auto #0
@@ -245,7 +245,7 @@ def _serving_parsers(sub, common):
     b.add_argument('--model')
     b.add_argument('--model-name', dest='model_name')
     b.add_argument('--registry')
-    b.add_argument('--chunk-rows', type=int, default=100_000)
+    b.add_argument('--chunk-rows', type=int, default=CHUNK_ROWS)
     b.add_argument('--overwrite', action='store_true', help='replace what --out holds')
     b.add_argument('--engine', choices=['local', 'ray'], default='local',
                    help='local: chunks on this host; ray: partitions over Ray Data (RAY_ADDRESS, else a local Ray)')

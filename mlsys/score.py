@@ -16,7 +16,7 @@ from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
 # %% auto #0
-__all__ = ['check_chunk', 'predictions', 'score_chunk', 'pipelined', 'resolve_model', 'into_place', 'score_file']
+__all__ = ['CHUNK_ROWS', 'check_chunk', 'predictions', 'score_chunk', 'pipelined', 'resolve_model', 'into_place', 'score_file']
 
 # %% ../nbs/10_score.ipynb #262fb430
 def _batches(path:Path, rows:int):
@@ -111,6 +111,8 @@ def into_place(tmp:Path, out:Path):
     os.replace(tmp, out)
     if old: shutil.rmtree(old, ignore_errors=True)
 
+CHUNK_ROWS = 50_000   # rows per chunk, by default (see above)
+
 def _parts(m:LoadedModel, data:Path, chunk_rows:int):
     "Each chunk's number, predictions and quarantine, in order: reading and checking, scoring, and the caller overlap."
     c, key = scoring_contract(m), m.contract.get('id_column')
@@ -127,7 +129,7 @@ def score_file(data:Path|str,             # CSV or parquet file to score
                out:Path|str,              # output folder: must be new or empty, unless `overwrite`
                model:str|None=None,       # alias, version or .onnx file; None: `serve.model`
                model_name:str|None=None,  # the registered model's name; None: `serve.model_name`, else the only one
-               chunk_rows:int=100_000,    # rows per chunk
+               chunk_rows:int=CHUNK_ROWS, # rows per chunk
                overwrite:bool=False,      # replace what `out` holds
                settings=None) -> dict:
     "Score `data` in chunks into `out`; counts of scored and quarantined rows, and the model version."
