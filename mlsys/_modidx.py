@@ -365,6 +365,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlsys.pipeline': { 'mlsys.pipeline.IPCKernelManager': ('pipeline.html#ipckernelmanager', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline.IPCKernelManager.__init__': ( 'pipeline.html#ipckernelmanager.__init__',
                                                                               'mlsys/pipeline.py'),
+                                'mlsys.pipeline.IPCKernelManager.client': ('pipeline.html#ipckernelmanager.client', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline.Stage': ('pipeline.html#stage', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline.StageFailed': ('pipeline.html#stagefailed', 'mlsys/pipeline.py'),
                                 'mlsys.pipeline._absolute': ('pipeline.html#_absolute', 'mlsys/pipeline.py'),

@@ -135,6 +135,12 @@ class IPCKernelManager(AsyncKernelManager):
     def __init__(self, *args, **kwargs):
         sock = Path(tempfile.gettempdir())/f'mlsys-kernel-{secrets.token_hex(6)}'
         super().__init__(*args, **{'transport': 'ipc', 'ip': str(sock), **kwargs})
+        self.clients = []
+
+    def client(self, **kwargs):
+        "A client of this kernel, kept so that `stop_kernel` can stop its channels (nbclient leaves a lent kernel's)."
+        self.clients.append(kc := super().client(**kwargs))
+        return kc
 
 # %% ../nbs/13_pipeline.ipynb #20245008
 def job_imports(nb:nbformat.NotebookNode) -> list[str]:
@@ -161,13 +167,17 @@ def start_kernel_ahead(notebook:Path|str, # the stage's notebook
     "A kernel for `notebook`'s job view started now in `cwd`, importing what the job imports as it starts up."
     km, mods = IPCKernelManager(kernel_name='python3'), job_imports(job_view(read_notebook(notebook)))
     Path(cwd).mkdir(parents=True, exist_ok=True)
-    run_sync(km.start_kernel)(cwd=str(cwd), extra_arguments=[f'--IPKernelApp.exec_lines={_WARM.format(mods=mods)}']
-                              if mods else [])
+    args = ['--HistoryManager.hist_file=:memory:']       # as nbclient starts its kernels: no shared history file
+    if mods: args.append(f'--IPKernelApp.exec_lines={_WARM.format(mods=mods)}')
+    run_sync(km.start_kernel)(cwd=str(cwd), extra_arguments=args)
     return km
 
 def stop_kernel(km:IPCKernelManager|None):
-    "Shut a kernel down (and remove its sockets), if there is one and it still runs."
-    if km is not None and km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
+    "Stop the clients' channels and shut the kernel down (removing its sockets), whatever of it is still running."
+    if km is None: return
+    for kc in km.clients: kc.stop_channels()
+    km.clients.clear()
+    if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
 
 # %% ../nbs/13_pipeline.ipynb #97b44acb
 class StageFailed(RuntimeError):
@@ -234,10 +244,12 @@ def run_stage(stage:Stage,       # the stage
                     status='running', started=_now(), ended=None, error=None, ran=True, reused_from=None,
                     versions=environment_versions(), git_commit=_code_commit(), **record)
     error = None
+    if km is not None and not run_sync(km.is_alive)(): stop_kernel(km); km = None   # died waiting: papermill starts one
     with tempfile.TemporaryDirectory() as d:
         nbformat.write(job_view(read_notebook(stage.notebook)), src := Path(d)/'job.ipynb')
         try: pm.execute_notebook(str(src), str(nb), cwd=str(out), progress_bar=sys.stderr.isatty(), parameters=given,
-                                 kernel_name='python3', kernel_manager_class=IPCKernelManager, km=km)
+                                 kernel_name='python3', kernel_manager_class=IPCKernelManager, km=km,
+                                 start_timeout=60 if km is None else 600)   # a kernel ahead may still be importing
         except BaseException as e: error = e
         finally: stop_kernel(km)
     reports = ((nb, 'notebook'), (_render_html(nb), 'notebook_html'))
@@ -364,20 +376,25 @@ def run_pipeline(params:dict|None=None,     # parameters for the stages (`-p`)
     stages = [Stage(s['name'], Path(s['notebook']), s['upstream']) for s in run['stages']]
     kept = lambda st: resume and read_manifest(run_dir/st.name).get('status') == 'succeeded'
     def start_next(nxt):
-        if nxt is not None and not kept(nxt): ahead[nxt.name] = start_kernel_ahead(nxt.notebook, run_dir/nxt.name)
+        if nxt is None or kept(nxt) or not resolved.jobs.kernels_ahead: return
+        try: ahead[nxt.name] = start_kernel_ahead(nxt.notebook, run_dir/nxt.name)
+        except Exception as e: _say(f"{nxt.name}: no kernel started ahead ({type(e).__name__}: {e})")  # starts later
     try:
         for stage, nxt in zip(stages, [*stages[1:], None]):
             if kept(stage):
                 keys[stage.name] = read_manifest(run_dir/stage.name).get('cache_key')
                 _say(f"{stage.name}: kept")
                 continue
-            how = run_planned(stage, run, run_dir, resolved, keys, set(force), ahead.pop(stage.name, None),
+            how = run_planned(stage, run, run_dir, resolved, keys, set(force), ahead.get(stage.name),
                               lambda: start_next(nxt))
+            ahead.pop(stage.name, None)                # used and shut down, or shut down unused
             _say(f"{stage.name}: {how}")
     finally:
-        for name, km in ahead.items():             # started for a stage not reached
-            stop_kernel(km)
-            if not any((run_dir/name).iterdir()): (run_dir/name).rmdir()   # its folder, made for its kernel
+        for name, km in ahead.items():                 # a stage that failed before its run, or one not reached
+            try:
+                stop_kernel(km)
+                if (d := run_dir/name).is_dir() and not any(d.iterdir()): d.rmdir()   # made for its kernel only
+            except Exception as e: _say(f"{name}: the kernel started ahead did not stop cleanly ({e})")
     return run_dir
 
 # %% ../nbs/13_pipeline.ipynb #b94da8ec

@@ -150,8 +150,10 @@ def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]], how:str=''):
     "Insert each `(table, rows)` (in the caller's transaction); `how`: a conflict clause, such as 'OR IGNORE'."
     done = 0
     for table, rows in batches:
-        c.executemany(f"INSERT {how} INTO {table} VALUES ({','.join('?' * _MARKS[table])})", rows)
-        if (done := done + len(rows)) >= SLICE_ROWS: done = 0; time.sleep(0)   # a request waits for one slice
+        sql = f"INSERT {how} INTO {table} VALUES ({','.join('?' * _MARKS[table])})"
+        for i in range(0, len(rows), SLICE_ROWS):                  # a batch request's rows, a slice at a time
+            c.executemany(sql, part := rows[i:i + SLICE_ROWS])
+            if (done := done + len(part)) >= SLICE_ROWS: done = 0; time.sleep(0)   # a request waits for one slice
 
 # %% ../nbs/07_runtime.ipynb #26950be7
 _RECORD = struct.Struct('<I')   # a journal record: the length of what follows, then marshal's bytes of (table, rows)
