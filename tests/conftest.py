@@ -8,6 +8,11 @@ from filelock import FileLock
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# Bytecode written on first import, here and in every kernel and subprocess the tests start (their environments are
+# installed with --no-compile): with PYTHONDONTWRITEBYTECODE set, each of them compiled torch and the rest again.
+os.environ.pop('PYTHONDONTWRITEBYTECODE', None)
+sys.dont_write_bytecode = False
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
@@ -17,9 +22,12 @@ def home(tmp_path, monkeypatch):
     return h
 
 
-# The longest files first: with `pytest -n 2 --dist loadfile` (scripts/test) each worker takes whole files in this
-# order, so the two end at about the same time; the rest follow in their usual order.
-FIRST = ['test_tasks', 'test_jobs', 'test_project', 'test_serve', 'test_monitor', 'test_pipeline', 'test_hostile']
+# The longest files first (their totals in a quiet run, longest-processing-time first): with `pytest -n 2 --dist
+# loadfile --no-loadscope-reorder` (scripts/test) each worker takes whole files in this order, so the two end at about
+# the same time; the rest follow in their usual order. Without --no-loadscope-reorder, xdist orders files by their
+# number of tests instead.
+FIRST = ['test_tasks', 'test_jobs', 'test_pipeline', 'test_serve', 'test_monitor', 'test_hostile', 'test_train',
+         'test_airflow', 'test_feature_store', 'test_wheel', 'test_core_install', 'test_registry']
 
 
 def pytest_collection_modifyitems(items):
