@@ -628,6 +628,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.train._versions': ('train.html#_versions', 'mlsys/train.py'),
                              'mlsys.train.baseline': ('train.html#baseline', 'mlsys/train.py'),
                              'mlsys.train.baseline_outputs': ('train.html#baseline_outputs', 'mlsys/train.py'),
+                             'mlsys.train.end_process_group': ('train.html#end_process_group', 'mlsys/train.py'),
                              'mlsys.train.evaluate_split': ('train.html#evaluate_split', 'mlsys/train.py'),
                              'mlsys.train.finish_tracking': ('train.html#finish_tracking', 'mlsys/train.py'),
                              'mlsys.train.fit': ('train.html#fit', 'mlsys/train.py'),

@@ -34,9 +34,9 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'Embeddings',
            'TabularNet', 'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer',
-           'make_loggers', 'finish_tracking', 'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs',
-           'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task', 'load_network',
-           'plot_learning_curves']
+           'make_loggers', 'finish_tracking', 'end_process_group', 'network_path', 'network_class', 'fit', 'tune',
+           'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task',
+           'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -314,6 +314,11 @@ def finish_tracking(loggers:list):
     for lg in loggers:
         if isinstance(lg, L.loggers.WandbLogger) and lg._experiment is not None: lg.experiment.finish()
 
+# %% ../nbs/04_train.ipynb #426818e3
+def end_process_group():
+    "Destroy the default process group a distributed fit started, if one is up (before exit, gloo's threads with it)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+
 # %% ../nbs/04_train.ipynb #76ca6f5e
 DEFAULT_MODEL = 'mlsys.train:TabularNet'
 
@@ -461,6 +466,7 @@ def run_train(run_dir,                # a run directory whose features stage suc
     loggers = make_loggers(out, name, config, settings=settings)
     try: trainer, _ = fit(dm, out, hp, seed, loggers=loggers, model=model, max_epochs=max_epochs, **trainer_kw)
     finally: finish_tracking(loggers)
+    end_process_group()                     # the fit succeeded: no collective is left to wait for
     if not trainer.is_global_zero: return {}
     best = cls.load_from_checkpoint(stage_file(out, 'checkpoint'), weights_only=True)
     return _record(run_dir, out, dm, best, hp, study, trainer, model or DEFAULT_MODEL)
