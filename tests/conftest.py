@@ -26,8 +26,8 @@ def home(tmp_path, monkeypatch):
 # loadfile --no-loadscope-reorder` (scripts/test) each worker takes whole files in this order, so the two end at about
 # the same time; the rest follow in their usual order. Without --no-loadscope-reorder, xdist orders files by their
 # number of tests instead.
-FIRST = ['test_tasks', 'test_jobs', 'test_pipeline', 'test_serve', 'test_monitor', 'test_hostile', 'test_train',
-         'test_airflow', 'test_feature_store', 'test_wheel', 'test_core_install', 'test_registry']
+FIRST = ['test_tasks', 'test_pipeline', 'test_serve', 'test_jobs', 'test_airflow', 'test_monitor', 'test_wheel',
+         'test_hostile', 'test_train', 'test_core_install', 'test_feature_store', 'test_registry']
 
 
 def pytest_collection_modifyitems(items):
