@@ -454,6 +454,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mlsys.runtime.PredictionLog.close': ('runtime.html#predictionlog.close', 'mlsys/runtime.py'),
                                'mlsys.runtime.PredictionLog.feedback': ('runtime.html#predictionlog.feedback', 'mlsys/runtime.py'),
                                'mlsys.runtime.PredictionLog.has_request': ('runtime.html#predictionlog.has_request', 'mlsys/runtime.py'),
+                               'mlsys.runtime._background': ('runtime.html#_background', 'mlsys/runtime.py'),
                                'mlsys.runtime._decoded': ('runtime.html#_decoded', 'mlsys/runtime.py'),
                                'mlsys.runtime._insert': ('runtime.html#_insert', 'mlsys/runtime.py'),
                                'mlsys.runtime._journals': ('runtime.html#_journals', 'mlsys/runtime.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_runtime.ipynb #b2900a72
 from __future__ import annotations
-import errno, fcntl, glob, hashlib, marshal, os, secrets, sqlite3, struct, threading, time
+import errno, fcntl, glob, hashlib, marshal, os, secrets, sqlite3, struct, sys, threading, time
 from contextlib import closing
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source', 'recover',
-           'PredictionLog', 'log_window']
+__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source',
+           'recover', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -145,6 +145,13 @@ CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, offset INTEGER NOT NU
 _MARKS = {'predictions': 9, 'feedback': 3}
 
 SLICE_ROWS = 32   # rows the log's thread inserts before it lets the server's thread have the core
+LOG_NICE = 19     # the log's thread's niceness: the lowest CPU priority, so the server's thread has the core first
+
+def _background():
+    "Give the calling thread the CPU priority `LOG_NICE`, where one thread's can be set (Linux); elsewhere, nothing."
+    if not sys.platform.startswith('linux'): return
+    try: os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOG_NICE)
+    except OSError: pass                               # not allowed here: the thread keeps its priority
 
 def _insert(c:sqlite3.Connection, batches:list[tuple[str, list]], how:str=''):
     "Insert each `(table, rows)` (in the caller's transaction); `how`: a conflict clause, such as 'OR IGNORE'."
@@ -254,6 +261,7 @@ class PredictionLog:
 @patch
 def _run(self:PredictionLog):
     "Every `interval`, move what is pending into SQLite in one transaction, with how far the journal is; until stopped."
+    _background()                                       # the server's thread has the core first
     c, marks = sqlite3.connect(self.path, timeout=60), {}
     c.execute('PRAGMA synchronous=NORMAL')
     while True:
