@@ -145,7 +145,7 @@ CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, offset INTEGER NOT NU
 _MARKS = {'predictions': 9, 'feedback': 3}
 
 SLICE_ROWS = 32   # rows the log's thread inserts before it lets the server's thread have the core
-LOG_NICE = 19     # the log's thread's niceness: the lowest CPU priority, so the server's thread has the core first
+LOG_NICE = 10     # the log's thread's niceness: a lower CPU priority, so the server's thread has the core first
 
 def _background():
     "Give the calling thread the CPU priority `LOG_NICE`, where one thread's can be set (Linux); elsewhere, nothing."
