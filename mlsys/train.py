@@ -317,7 +317,8 @@ def finish_tracking(loggers:list):
 # %% ../nbs/04_train.ipynb #426818e3
 def end_process_group():
     "Destroy the default process group a distributed fit started, if one is up (before exit, gloo's threads with it)."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/04_train.ipynb #76ca6f5e
 DEFAULT_MODEL = 'mlsys.train:TabularNet'
