@@ -16,7 +16,7 @@ from .config import (as_list, file_record, get_settings, read_manifest, run_file
 __all__ = ['DTYPES', 'job_columns', 'ColumnRule', 'DataError', 'Contract', 'contract_from_dict', 'load_contract',
            'infer_contract', 'as_polars', 'read_table', 'check_columns', 'cast_columns', 'column_rules',
            'row_violations', 'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions',
-           'frame_feeds', 'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
+           'text_codes', 'frame_feeds', 'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
 
 # %% ../nbs/02_data.ipynb #597acd44
 def job_columns(target:str|None=None,      # label column
@@ -370,11 +370,16 @@ def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     return fig
 
 # %% ../nbs/02_data.ipynb #6a16c4f7
-def _text_feed(s:pl.Series) -> np.ndarray:
-    "A text column as a numpy object array ('' if missing), each distinct value made a Python string once."
+def text_codes(s:pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    "A text column's distinct values (a numpy object array, '' for missing) and each row's position among them (int64)."
     s = s.cast(pl.String).fill_null('')
     values = s.unique()
-    return values.to_numpy().astype(object)[s.cast(pl.Enum(values)).to_physical().to_numpy()]
+    return values.to_numpy().astype(object), s.cast(pl.Enum(values)).to_physical().to_numpy().astype(np.int64)
+
+def _text_feed(s:pl.Series) -> np.ndarray:
+    "A text column as a numpy object array ('' if missing), each distinct value made a Python string once."
+    values, codes = text_codes(s)
+    return values[codes]
 
 def frame_feeds(df:pl.DataFrame,                # typed rows
                 inputs:list[tuple[str, bool]],  # (column, is_text) for each input of an ONNX graph

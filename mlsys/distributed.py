@@ -36,7 +36,7 @@ def read_partition(data:Path|str, offset:int, rows:int) -> pl.DataFrame:
 class PartitionScorer:
     "Score partitions of a file into an output folder; built once per Ray actor, the model loaded once."
     def __init__(self, blob:bytes, version:str, data:str, out:str, threads:int=1):
-        self.m, self.data, self.out = LoadedModel(blob, version, threads=threads), data, Path(out)
+        self.m, self.data, self.out = LoadedModel(blob, version, threads=threads, coded=True), data, Path(out)
         self.c, self.key = scoring_contract(self.m), self.m.contract.get('id_column')
 
     def __call__(self, batch:dict) -> dict:

@@ -12,13 +12,13 @@ import onnxruntime as ort
 import orjson
 import polars as pl
 from fastcore.basics import patch
-from .data import Contract, contract_from_dict, frame_feeds
+from .data import Contract, contract_from_dict, frame_feeds, text_codes
 from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'LoadedModel', 'scoring_contract', 'model_source',
-           'recover', 'PredictionLog', 'log_window']
+__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'LoadedModel', 'scoring_contract',
+           'model_source', 'recover', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -43,17 +43,59 @@ def metadata(model) -> dict:
              {p.key: p.value for p in model.metadata_props})
     return {k: _decoded(v) for k, v in props.items()}
 
+# %% ../nbs/07_runtime.ipynb #2a9a7070
+def _fresh(name:str, taken:set) -> str:
+    "`name`, or `name` with a number, unused by the graph; now taken."
+    out, i = name, 0
+    while out in taken: i += 1; out = f'{name}.{i}'
+    taken.add(out)
+    return out
+
+def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
+    "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
+    import onnx                      # on first use: see above
+    m, coded = onnx.load_from_string(model), {}
+    g, text = m.graph, onnx.TensorProto.STRING
+    taken = {v for n in g.node for v in (*n.input, *n.output)} | {i.name for i in g.input}
+    inputs = []
+    for i in g.input:
+        t, readers = i.type.tensor_type, [n for n in g.node if i.name in n.input]
+        if (t.elem_type != text or len(t.shape.dim) != 2 or t.shape.dim[1].dim_value != 1 or not readers or
+                any(n.op_type != 'LabelEncoder' or list(n.input) != [i.name] for n in readers)):
+            inputs.append(i); continue
+        v, k = coded[i.name] = _fresh(f'{i.name}.values', taken), _fresh(f'{i.name}.codes', taken)
+        rows = t.shape.dim[0].dim_param or 'rows'
+        inputs += [onnx.helper.make_tensor_value_info(v, text, [_fresh(f'{v}.count', taken), 1]),
+                   onnx.helper.make_tensor_value_info(k, onnx.TensorProto.INT64, [rows])]
+    nodes = []
+    for n in g.node:
+        nodes.append(n)
+        if n.op_type == 'LabelEncoder' and n.input[0] in coded:
+            v, k = coded[n.input[0]]
+            out, n.input[0] = n.output[0], v
+            n.output[0] = _fresh(f'{out}.distinct', taken)
+            nodes.append(onnx.helper.make_node('Gather', [n.output[0], k], [out], axis=0))   # (n, 1): each row's
+    del g.input[:], g.node[:]
+    g.input.extend(inputs)
+    g.node.extend(nodes)
+    return m.SerializeToString(), coded
+
 # %% ../nbs/07_runtime.ipynb #5fefd335
 class LoadedModel:
     "One ONNX model ready to score: its session, contract, inputs, task, threshold, views and version label."
     def __init__(self, data:bytes, # the model's bytes
                  version:str,      # its label: `name:version`, or `file:` and a hash
-                 threads:int=1):
+                 threads:int=1,
+                 coded:bool=False): # text inputs as distinct values and codes (`dictionary_inputs`): for large batches
+        self.coded = {}
+        if coded: data, self.coded = dictionary_inputs(data)
         self.session, self.version = session(data, threads), version
         self.meta = meta = metadata(self.session)
         self.contract = meta.get('contract') or {'columns': {}}
         self.columns = self.contract['columns']
-        self.inputs = [(i.name, i.type == 'tensor(string)') for i in self.session.get_inputs()]
+        values, codes = {v: c for c, (v, _) in self.coded.items()}, {k for _, k in self.coded.values()}
+        self.inputs = [(values.get(i.name, i.name), i.type == 'tensor(string)')   # the raw columns, in graph order
+                       for i in self.session.get_inputs() if i.name not in codes]
         self.task, t = task_from(meta), meta.get('threshold')
         self.threshold = 0.5 if t is None else float(t)   # null for multiclass and regression: none applies
         self.kind, self.labels, self.positive = self.task.kind, tuple(self.task.classes), self.task.positive
@@ -65,9 +107,17 @@ class LoadedModel:
         "The main output for input arrays `{name: (n, 1) array}`: probabilities (n,) or (n, classes), or values."
         return self.session.run([self.output], cols)[0]
 
+    def feeds(self, df:pl.DataFrame) -> dict[str, np.ndarray]:
+        "The session's input arrays for a typed frame: `frame_feeds`, and each coded text input's values and codes."
+        out = frame_feeds(df, [(c, t) for c, t in self.inputs if c not in self.coded])
+        for c, (v, k) in self.coded.items():
+            values, out[k] = text_codes(df[c])
+            out[v] = values.reshape(-1, 1)
+        return out
+
     def score(self, df:pl.DataFrame) -> np.ndarray:
         "The main output (float64) for a typed frame with the model's input columns."
-        if df.height: return self.predict(frame_feeds(df, self.inputs)).astype(np.float64)
+        if df.height: return self.predict(self.feeds(df)).astype(np.float64)
         return np.zeros((0, len(self.labels))) if self.kind == 'multiclass' else np.zeros(0)
 
 # %% ../nbs/07_runtime.ipynb #4e80f422

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import polars as pl
 from .config import file_record, get_settings, home_paths, update_manifest, write_parquet_atomic
-from .data import frame_feeds, validate
+from .data import validate
 from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
@@ -32,7 +32,7 @@ def check_chunk(m:LoadedModel,          # the model
     "A chunk's accepted rows, their ONNX feeds and its quarantine, row positions counted from the file's start."
     res = validate(chunk, c, max_quarantine_fraction=1.0)
     acc = res.accepted.with_columns(pl.col('_row') + offset)
-    return acc, frame_feeds(acc, m.inputs), res.quarantine.with_columns(pl.col('_row') + offset)
+    return acc, m.feeds(acc), res.quarantine.with_columns(pl.col('_row') + offset)
 
 def predictions(m:LoadedModel,          # the model
                 key:str|None,           # the id column, kept in the predictions
@@ -137,7 +137,7 @@ def score_file(data:Path|str,             # CSV or parquet file to score
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: name a new folder, or overwrite it (--overwrite)")
     blob, version = resolve_model(model, model_name, s)
-    m = LoadedModel(blob, version, threads=1)   # one thread: the other steps run beside it (see below)
+    m = LoadedModel(blob, version, threads=1, coded=True)   # one thread: the other steps run beside it (see below)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.'))
     try:

@@ -511,7 +511,7 @@ async def _known(self:Server, rid:str) -> bool:
     await asyncio.sleep(2 * self.log.interval)   # another worker's answer reaches SQLite within its log's interval
     return await asyncio.to_thread(self.log.has_request, rid)
 
-# %% ../nbs/09_serve.ipynb #b861d07f
+# %% ../nbs/09_serve.ipynb #6d951029
 _ID_KEY, _ID_COUNTER = secrets.token_bytes(32), itertools.count()
 os.register_at_fork(after_in_child=lambda: globals().update(_ID_KEY=secrets.token_bytes(32)))
 
