@@ -15,9 +15,10 @@ The table gives median seconds, rows per second, each one's ratio to the faster 
 goal of issue 18: `score_file` at >= 0.85 of it) and to the faster onnxruntime on the coded model, and the CPU seconds
 it used (all threads): the work done, whatever else the machine runs meanwhile. `--profile` adds where the time goes
 when the steps run one after the other (read, validate, feeds, onnxruntime, output columns, write), summed over the
-file's chunks.
+file's chunks. `--chunk-sweep 25000,50000,...` adds `score_file`'s time in chunks of each size, the sizes taking turns.
 
     python benchmarks/score.py [--rows 1000000] [--chunk-rows 50000] [--repeats 5] [--model M.onnx] [--profile]
+                               [--chunk-sweep 25000,50000,100000]
 """
 import argparse, os, resource, shutil, statistics, tempfile, time, warnings
 from pathlib import Path
@@ -77,7 +78,18 @@ def profile(data:Path, blob:bytes, chunk_rows:int, tmp:Path):
     return t
 
 
-def main(rows, chunk_rows, repeats, model, show_profile):
+def sweep(data:Path, model:str, sizes:list[int], repeats:int, tmp:Path) -> dict[int, float]:
+    "Median seconds of `score_file` in chunks of each size, the sizes taking turns, after one warm-up round."
+    times = {s: [] for s in sizes}
+    for i in range(repeats + 1):
+        for s in sizes:
+            t0 = time.perf_counter(); score_file(data, tmp/f'sweep-{s}-{i}', model=model, chunk_rows=s)
+            if i: times[s].append(time.perf_counter() - t0)
+            shutil.rmtree(tmp/f'sweep-{s}-{i}')
+    return {s: statistics.median(ts) for s, ts in times.items()}
+
+
+def main(rows, chunk_rows, repeats, model, show_profile, chunk_sweep):
     tmp = Path(tempfile.mkdtemp())
     if model is None:
         run_dir = example_run(run_ingest, run_features, run_train, run_export, run_dir=tmp/'run', max_epochs=1,
@@ -123,6 +135,10 @@ def main(rows, chunk_rows, repeats, model, show_profile):
         print(f"\none after the other (1 thread for onnxruntime), seconds per step over the file "
               f"({sum(t.values()):.2f} s in all):")
         print('  '.join(f"{k} {v:.2f}" for k, v in t.items()))
+    if chunk_sweep:
+        sizes = [int(x) for x in chunk_sweep.split(',')]
+        print(f"\nscore_file by chunk size (seconds, medians of {repeats}): " +
+              '  '.join(f"{s:,}: {t:.2f}" for s, t in sweep(data, model, sizes, repeats, tmp).items()))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -133,5 +149,6 @@ if __name__ == '__main__':
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--model', default=None, help='an .onnx file; default: an example run exports one')
     p.add_argument('--profile', action='store_true', help='also time each step, run one after the other')
+    p.add_argument('--chunk-sweep', default='', help='also time score_file in chunks of each size: 25000,50000')
     a = p.parse_args()
-    main(a.rows, a.chunk_rows, a.repeats, a.model, a.profile)
+    main(a.rows, a.chunk_rows, a.repeats, a.model, a.profile, a.chunk_sweep)
