@@ -85,7 +85,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlsys.data._parse_time': ('data.html#_parse_time', 'mlsys/data.py'),
                             'mlsys.data._rule_flags': ('data.html#_rule_flags', 'mlsys/data.py'),
                             'mlsys.data._split': ('data.html#_split', 'mlsys/data.py'),
-                            'mlsys.data._text_feed': ('data.html#_text_feed', 'mlsys/data.py'),
                             'mlsys.data._time': ('data.html#_time', 'mlsys/data.py'),
                             'mlsys.data._typed': ('data.html#_typed', 'mlsys/data.py'),
                             'mlsys.data._typed_csv': ('data.html#_typed_csv', 'mlsys/data.py'),

@@ -370,24 +370,25 @@ def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     return fig
 
 # %% ../nbs/02_data.ipynb #6a16c4f7
-def text_codes(s:pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    "A text column's distinct values (a numpy object array, '' for missing) and each row's position among them (int64)."
-    s = s.cast(pl.String).fill_null('')
-    values = s.unique()
-    return values.to_numpy().astype(object), s.cast(pl.Enum(values)).to_physical().to_numpy().astype(np.int64)
-
-def _text_feed(s:pl.Series) -> np.ndarray:
-    "A text column as a numpy object array ('' if missing), each distinct value made a Python string once."
-    values, codes = text_codes(s)
-    return values[codes]
+def text_codes(df:pl.DataFrame, # typed rows
+               columns:list,     # text columns of `df`
+              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    "Each column's distinct values (a numpy object array, '' for missing) and each row's position among them (int64)."
+    text = df.select([pl.col(c).cast(pl.String).fill_null('') for c in columns])
+    values = text.select([pl.col(c).unique().implode() for c in columns]).row(0) if columns else ()
+    codes = text.select([pl.col(c).cast(pl.Enum(v)).to_physical() for c, v in zip(columns, values)])
+    return {c: (np.array(v, dtype=object), codes[c].to_numpy().astype(np.int64)) for c, v in zip(columns, values)}
 
 def frame_feeds(df:pl.DataFrame,                # typed rows
                 inputs:list[tuple[str, bool]],  # (column, is_text) for each input of an ONNX graph
                ) -> dict[str, np.ndarray]:
     "ONNX feeds from a frame, each `(n, 1)`: text as strings ('' if missing), the rest as float64 (NaN if missing)."
-    return {c: (_text_feed(df[c]) if text else
-                df[c].cast(pl.Float64).fill_null(math.nan).to_numpy()).reshape(-1, 1)
-            for c, text in inputs}
+    nums = [c for c, text in inputs if not text]
+    block = df.select([pl.col(c).cast(pl.Float64).fill_null(math.nan) for c in nums]).to_numpy(order='fortran')
+    out = {c: block[:, j] for j, c in enumerate(nums)}               # each column contiguous: no copy for onnxruntime
+    out |= {c: values[codes] for c, (values, codes) in text_codes(df, [c for c, text in inputs if text]).items()}
+    return {c: out[c].reshape(-1, 1) for c, _ in inputs}
+
 
 # %% ../nbs/02_data.ipynb #4794db4c
 def load_batch(data:str|Path,        # CSV or parquet path

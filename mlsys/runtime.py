@@ -110,9 +110,9 @@ class LoadedModel:
     def feeds(self, df:pl.DataFrame) -> dict[str, np.ndarray]:
         "The session's input arrays for a typed frame: `frame_feeds`, and each coded text input's values and codes."
         out = frame_feeds(df, [(c, t) for c, t in self.inputs if c not in self.coded])
-        for c, (v, k) in self.coded.items():
-            values, out[k] = text_codes(df[c])
-            out[v] = values.reshape(-1, 1)
+        for c, (values, codes) in text_codes(df, list(self.coded)).items():
+            v, k = self.coded[c]
+            out[v], out[k] = values.reshape(-1, 1), codes
         return out
 
     def score(self, df:pl.DataFrame) -> np.ndarray:
