@@ -12,7 +12,7 @@ the middle and the end, and the ratio random / time first.
 
     python benchmarks/prediction_log.py [--rows 500000] [--move 1250]
 """
-import argparse, secrets, sqlite3, statistics, tempfile, time
+import argparse, secrets, shutil, sqlite3, statistics, tempfile, time
 from pathlib import Path
 import orjson
 from mlsys.example import example_table
@@ -50,6 +50,8 @@ def main(rows, move):
         print(f"{(i + 1) * rows // 10:16,d} {r:11.2f} {t:11.2f} {r / t:6.2f}")
     print(f"whole run: random {sum(per_row['random']) * move / 1e6:.2f} s, "
           f"time first {sum(per_row['time_first']) * move / 1e6:.2f} s of the log thread's CPU")
+    for c in logs.values(): c.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == '__main__':

@@ -16,11 +16,13 @@ goal of issue 18: `score_file` at >= 0.85 of it) and to the faster onnxruntime o
 it used (all threads): the work done, whatever else the machine runs meanwhile. `--profile` adds where the time goes
 when the steps run one after the other (read, validate, feeds, onnxruntime, output columns, write), summed over the
 file's chunks. `--chunk-sweep 25000,50000,...` adds `score_file`'s time in chunks of each size, the sizes taking turns.
+`--cold 50000,1000000` adds fresh processes (import included) scoring files of those sizes, the text plain and as
+codes: the codes need `onnx`, whose import a fresh process pays once.
 
     python benchmarks/score.py [--rows 1000000] [--chunk-rows 50000] [--repeats 5] [--model M.onnx] [--profile]
-                               [--chunk-sweep 25000,50000,100000]
+                               [--chunk-sweep 25000,50000,100000] [--cold 50000,300000,1000000]
 """
-import argparse, os, resource, shutil, statistics, tempfile, time, warnings
+import argparse, os, resource, shutil, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 import polars as pl
@@ -89,7 +91,30 @@ def sweep(data:Path, model:str, sizes:list[int], repeats:int, tmp:Path) -> dict[
     return {s: statistics.median(ts) for s, ts in times.items()}
 
 
-def main(rows, chunk_rows, repeats, model, show_profile, chunk_sweep):
+COLD = """
+import sys, time
+t0 = time.perf_counter()
+from mlsys.score import score_file
+score_file(sys.argv[1], sys.argv[2], model=sys.argv[3], coded=sys.argv[4] == 'coded')
+print(time.perf_counter() - t0)
+"""
+
+def cold(model:str, sizes:list[int], repeats:int, tmp:Path) -> dict[int, dict[str, float]]:
+    "Median seconds of a fresh process importing `mlsys.score` and scoring a file, text plain or as codes, by size."
+    out = {}
+    for n in sizes:
+        data, times = tmp/f'cold-{n}.parquet', {'plain': [], 'coded': []}
+        batch(data, n)
+        for i in range(repeats + 1):
+            for how in times:
+                args = [str(data), str(tmp/f'cold-out-{n}-{how}-{i}'), model, how]
+                r = subprocess.run([sys.executable, '-c', COLD, *args], capture_output=True, text=True, check=True)
+                if i: times[how].append(float(r.stdout.split()[-1]))
+        out[n] = {k: statistics.median(v) for k, v in times.items()}
+    return out
+
+
+def main(rows, chunk_rows, repeats, model, show_profile, chunk_sweep, cold_sizes):
     tmp = Path(tempfile.mkdtemp())
     if model is None:
         run_dir = example_run(run_ingest, run_features, run_train, run_export, run_dir=tmp/'run', max_epochs=1,
@@ -139,6 +164,11 @@ def main(rows, chunk_rows, repeats, model, show_profile, chunk_sweep):
         sizes = [int(x) for x in chunk_sweep.split(',')]
         print(f"\nscore_file by chunk size (seconds, medians of {repeats}): " +
               '  '.join(f"{s:,}: {t:.2f}" for s, t in sweep(data, model, sizes, repeats, tmp).items()))
+    if cold_sizes:
+        print("\na fresh process importing mlsys.score and scoring a file (seconds, medians of "
+              f"{repeats}): the text plain / as codes (which imports onnx)")
+        for n, t in cold(model, [int(x) for x in cold_sizes.split(',')], repeats, tmp).items():
+            print(f"{n:>12,} rows: {t['plain']:.2f} / {t['coded']:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -150,5 +180,6 @@ if __name__ == '__main__':
     p.add_argument('--model', default=None, help='an .onnx file; default: an example run exports one')
     p.add_argument('--profile', action='store_true', help='also time each step, run one after the other')
     p.add_argument('--chunk-sweep', default='', help='also time score_file in chunks of each size: 25000,50000')
+    p.add_argument('--cold', default='', help='also time fresh processes scoring files of these sizes: 50000,1000000')
     a = p.parse_args()
-    main(a.rows, a.chunk_rows, a.repeats, a.model, a.profile, a.chunk_sweep)
+    main(a.rows, a.chunk_rows, a.repeats, a.model, a.profile, a.chunk_sweep, a.cold)

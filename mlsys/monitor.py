@@ -210,7 +210,7 @@ def reference_artifacts(train:pl.DataFrame,  # typed training rows, with the tar
                         held_out:pl.DataFrame|None=None, # typed rows the model did not train on, for its outputs
                        ) -> dict[str, Path]:
     "Profile typed training rows (inputs) and held-out rows (the model's outputs, labels); write it and a sample."
-    m = LoadedModel(model_bytes, 'reference', coded=True)   # it scores whole tables: text as codes
+    m = LoadedModel(model_bytes, 'reference')
     c = m.contract
     train = _task_columns(m, train, c['target'])
     seen = train if held_out is None else _task_columns(m, held_out, c['target'])
@@ -330,7 +330,7 @@ def run_monitor(data=None,                # a CSV or parquet batch; None: the pr
     name = reg.model_name(model_name)
     v = reg.resolve(name, model)
     version = f'{name}:{v}'
-    m = LoadedModel(reg.read(name, v, 'model'), version, coded=True)   # a window's rows at once: text as codes
+    m = LoadedModel(reg.read(name, v, 'model'), version)
     window, findings = (file_window(m, data) if data else
                         (log_window(paths.prediction_log, version, cfg.window_hours, now), {}))
     if m.kind == 'regression' and 'label' in window.columns:   # the log keeps labels as text

@@ -51,17 +51,25 @@ def _fresh(name:str, taken:set) -> str:
     taken.add(out)
     return out
 
+def _subgraph_reads(g) -> set[str]:
+    "The names the nodes of `g`'s subgraphs (an `If`'s branches, a `Loop`'s body) read, at any depth."
+    subs = [a.g for n in g.node for a in n.attribute if a.HasField('g')] + [
+        s for n in g.node for a in n.attribute for s in a.graphs]
+    return {v for s in subs for v in (*(x for n in s.node for x in n.input), *_subgraph_reads(s))}
+
 def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
-    import onnx                      # on first use: see above
+    import onnx                      # on first use: the server never needs it, and it is slow to import (0.5 s)
     m, coded = onnx.load_from_string(model), {}
     g, text = m.graph, onnx.TensorProto.STRING
     taken = {v for n in g.node for v in (*n.input, *n.output)} | {i.name for i in g.input}
+    kept = {o.name for o in g.output} | _subgraph_reads(g)    # read where no Gather can follow: keep their strings
     inputs = []
     for i in g.input:
         t, readers = i.type.tensor_type, [n for n in g.node if i.name in n.input]
         if (t.elem_type != text or len(t.shape.dim) != 2 or t.shape.dim[1].dim_value != 1 or not readers or
-                any(n.op_type != 'LabelEncoder' or list(n.input) != [i.name] for n in readers)):
+                i.name in kept or any(n.op_type != 'LabelEncoder' or n.domain != 'ai.onnx.ml' or
+                                      list(n.input) != [i.name] for n in readers)):
             inputs.append(i); continue
         v, k = coded[i.name] = _fresh(f'{i.name}.values', taken), _fresh(f'{i.name}.codes', taken)
         rows = t.shape.dim[0].dim_param or 'rows'

@@ -27,7 +27,7 @@ def test_overlapped_scoring_writes_what_one_chunk_at_a_time_writes(example_model
     model = str(run_file(example_model, 'model'))
     data = tmp_path/'batch.parquet'
     _table(3_000).write_parquet(data)
-    counts = score_file(data, tmp_path/'out', model=model, chunk_rows=97)
+    counts = score_file(data, tmp_path/'out', model=model, chunk_rows=97, coded=True)   # against a plain model below
     m = LoadedModel(Path(model).read_bytes(), counts['model_version'])
     c, key, offset, preds, quarantine = scoring_contract(m), m.contract.get('id_column'), 0, [], []
     for chunk in _batches(data, 97):

@@ -384,11 +384,14 @@ def test_other_origins_cannot_post_and_get_no_cors_answer(tmp_path, exported):
 
 
 def test_ids_are_unguessable_and_each_batch_record_is_labelled_by_its_own(tmp_path, exported):
-    "Item 5: ids share no prefix and no step; a batch's records get <id>-<i>, logged so, each labelled; the latest label wins."
+    "Item 5: ids: the time, then an unguessable part; a batch's records get <id>-<i>, each labelled; the latest wins."
     with _serving(tmp_path, exported) as (s, reg):
         rec = _record(s.client)
         ids = [s.client.post('/v1/predict', json=rec).json()['request_id'] for _ in range(30)]
-        assert len({i[:8] for i in ids}) == len(ids) and len({int(b, 16) - int(a, 16) for a, b in zip(ids, ids[1:])}) > 1
+        keyed = [i[12:] for i in ids]                              # the first 12 digits are epoch milliseconds
+        assert all(abs(int(i[:12], 16) / 1e3 - time.time()) < 60 for i in ids) and ids[0][:12] <= ids[-1][:12]
+        assert len({k[:8] for k in keyed}) == len(ids)                 # the keyed part: no shared prefix, no step
+        assert len({int(b, 16) - int(a, 16) for a, b in zip(keyed, keyed[1:])}) > 1
         got = s.client.post('/v1/predict', json={'records': [rec | {'tenure': t} for t in (1, 30, 60)]}).json()
         rids = [p['request_id'] for p in got['predictions']]
         assert rids == [f"{got['request_id']}-{i}" for i in range(3)]

@@ -31,10 +31,10 @@ def test_wheel_core_dependencies_leave_out_training_jobs_and_evaluation(wheel):
     name = lambda r: re.match(r'[A-Za-z0-9_.-]+', r).group(0).lower()
     core = {name(r) for r in reqs if 'extra ==' not in r}
     extra = lambda e: {name(r) for r in reqs if f'extra == "{e}"' in r}
-    assert {'onnxruntime', 'polars', 'starlette', 'uvicorn', 'orjson', 'prometheus-client', 'scipy'} <= core
+    assert {'onnxruntime', 'onnx', 'polars', 'starlette', 'uvicorn', 'orjson', 'prometheus-client', 'scipy'} <= core
     assert not core & {'torch', 'lightning', 'wandb', 'optuna', 'papermill', 'nbformat', 'ipykernel', 'shap',
                        'captum', 'evidently', 'fairlearn', 'scikit-learn', 'matplotlib', 'pandas', 'jupyterlab'}
-    assert {'torch', 'lightning', 'onnx', 'onnxscript'} <= extra('train')
+    assert {'torch', 'lightning', 'onnxscript'} <= extra('train')
     assert {'papermill', 'ipykernel', 'nbconvert'} <= extra('jobs')
     assert {'shap', 'captum', 'evidently', 'fairlearn', 'mlsys'} <= extra('evaluate')
     assert 'mlsys' in extra('all') and {'mlsys', 'nbdev', 'jupyterlab', 'pytest'} <= extra('dev')
