@@ -478,7 +478,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.score._taken': ('score.html#_taken', 'mlsys/score.py'),
                              'mlsys.score.check_chunk': ('score.html#check_chunk', 'mlsys/score.py'),
                              'mlsys.score.into_place': ('score.html#into_place', 'mlsys/score.py'),
-                             'mlsys.score.likely_rows': ('score.html#likely_rows', 'mlsys/score.py'),
                              'mlsys.score.pipelined': ('score.html#pipelined', 'mlsys/score.py'),
                              'mlsys.score.predictions': ('score.html#predictions', 'mlsys/score.py'),
                              'mlsys.score.resolve_model': ('score.html#resolve_model', 'mlsys/score.py'),

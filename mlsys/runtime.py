@@ -59,7 +59,7 @@ def _subgraph_reads(g) -> set[str]:
 
 def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
-    import onnx                      # on first use: the server never needs it, and it is slow to import (0.5 s)
+    import onnx                      # on first use: the server never needs it (about 50 ms)
     m, coded = onnx.load_from_string(model), {}
     g, text = m.graph, onnx.TensorProto.STRING
     taken = {v for n in g.node for v in (*n.input, *n.output)} | {i.name for i in g.input}

@@ -16,8 +16,7 @@ from .registry import Registry
 from .runtime import LoadedModel, model_source, scoring_contract
 
 # %% auto #0
-__all__ = ['CHUNK_ROWS', 'CODED_ROWS', 'CSV_ROW_BYTES', 'check_chunk', 'predictions', 'score_chunk', 'pipelined', 'resolve_model',
-           'into_place', 'likely_rows', 'score_file']
+__all__ = ['CHUNK_ROWS', 'check_chunk', 'predictions', 'score_chunk', 'pipelined', 'resolve_model', 'into_place', 'score_file']
 
 # %% ../nbs/10_score.ipynb #262fb430
 def _batches(path:Path, rows:int):
@@ -113,15 +112,6 @@ def into_place(tmp:Path, out:Path):
     if old: shutil.rmtree(old, ignore_errors=True)
 
 CHUNK_ROWS = 50_000      # rows per chunk, by default (see above)
-CODED_ROWS = 1_000_000   # from this many rows on, the text inputs are fed as codes (see above)
-CSV_ROW_BYTES = 256      # a CSV is taken to have at most its size over this many rows: no second read to count them
-
-def likely_rows(data:Path) -> int:
-    "A parquet file's rows (from its metadata); for a CSV, a low estimate from its size; 0 if neither can be read."
-    try:
-        if data.suffix.lower() == '.csv': return data.stat().st_size // CSV_ROW_BYTES
-        return pl.scan_parquet(data).select(pl.len()).collect().item()
-    except (OSError, pl.exceptions.PolarsError): return 0     # reading the rows says what is wrong, as it always did
 
 def _parts(m:LoadedModel, data:Path, chunk_rows:int):
     "Each chunk's number, predictions and quarantine, in order: reading and checking, scoring, and the caller overlap."
@@ -142,14 +132,13 @@ def score_file(data:Path|str,             # CSV or parquet file to score
                chunk_rows:int=CHUNK_ROWS, # rows per chunk
                overwrite:bool=False,      # replace what `out` holds
                settings=None,
-               coded:bool|None=None,      # text inputs as codes; None: from `CODED_ROWS` rows on
+               coded:bool=True,           # text inputs as each column's distinct values and codes (see above)
               ) -> dict:
     "Score `data` in chunks into `out`; counts of scored and quarantined rows, and the model version."
     s, data, out = get_settings(settings), Path(data), Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty: name a new folder, or overwrite it (--overwrite)")
     blob, version = resolve_model(model, model_name, s)
-    coded = likely_rows(data) >= CODED_ROWS if coded is None else coded
     m = LoadedModel(blob, version, threads=1, coded=coded)   # one thread: the other steps run beside it (see below)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.'))
