@@ -5,14 +5,15 @@
    (uvicorn's own share of the floor; `mlsys serve` answers its routes that way), `mlsys serve` with an exported
    model and the durable prediction log (the default: each answer's rows are in the process's journal file before it
    is sent, and in SQLite within 0.2 s), and the same with `serve.durable_log = false` (rows kept in memory until
-   written every 0.2 s). Servers pinned to core 0, wrk to core 1; they take turns, three rounds of each concurrency,
-   and the median round is shown. P50/P95/P99 latency and requests per second, the ratios to the floor, and durable
-   over not durable.
+   written every 0.2 s), and the same with `serve.pack_inputs = false` (the model's columns fed one array each, as
+   exported, rather than in two blocks). Servers pinned to core 0, wrk to core 1; they take turns, three rounds of
+   each concurrency, and the median round is shown. P50/P95/P99 latency and requests per second, the ratios to the
+   floor, durable over not durable, and packed over not packed.
 1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`
    while `/healthz` is asked every 10 ms: the worst and the median `/healthz` time, and the size of the big answer.
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
-   checked the way the server does), for the overhead ratio.
-3. Cold start (launch to ready) and resident memory of `mlsys serve`.
+   checked the way the server does), for the overhead ratio; the model packed as the server opens it, and as exported.
+3. Cold start (launch to ready) and resident memory of `mlsys serve`, packed and not.
 
 Batch scoring is measured in `benchmarks/score.py`.
 
@@ -127,38 +128,47 @@ def main(seconds):
     run_dir = example_run(run_ingest, run_features, run_train, run_export, max_epochs=2, trials=0, search={},
                           repeats=10)
     model_path = run_file(run_dir, 'model')
-    m = LoadedModel(model_path.read_bytes(), 'bench')
+    m = LoadedModel(model_path.read_bytes(), 'bench', packed=True)
+    unpacked = LoadedModel(model_path.read_bytes(), 'bench')
     rec = example_table().drop('churn').row(0, named=True)
     body = json.dumps(rec).encode(); (tmp/'body.json').write_bytes(body)
     (tmp/'post.lua').write_text(LUA % (tmp/'body.json'))
     (tmp/'floor_app.py').write_text(FLOOR); (tmp/'bare_app.py').write_text(BARE)
 
-    cols, _, _ = parse_records(body, m)
-    raw = median_us(lambda: m.predict(cols))
-    parsed = median_us(lambda: m.predict(parse_records(body, m)[0]))
-    print(f"in-process, one record: onnxruntime on prepared arrays {raw:.1f} us; "
-          f"JSON parse + contract check + arrays + run {parsed:.1f} us\n")
+    def in_process(lm):
+        "The median onnxruntime call on prepared arrays, and from the body (parsed, checked, arrays), in us."
+        cols, _, _ = parse_records(body, lm)
+        return median_us(lambda: lm.predict(cols)), median_us(lambda: lm.predict(parse_records(body, lm)[0]))
+    in_process(unpacked)                              # warms the machine up
+    res = {label: in_process(lm) for label, lm in (('packed (as served)', m), ('not packed', unpacked))}
+    for label, (r, parsed) in res.items():
+        print(f"in-process, one record, model inputs {label}: onnxruntime on prepared arrays {r:.1f} us; "
+              f"JSON parse + contract check + arrays + run {parsed:.1f} us")
+    print()
+    raw = res['packed (as served)'][0]
 
     serve = lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)]
     const = lambda mod: lambda p: [str(BIN/'uvicorn'), f'{mod}:app', '--app-dir', str(tmp), '--port', str(p),
                                    '--log-level', 'warning', '--no-access-log']
     servers, procs = {}, []
     try:
-        for i, (name, args_of, durable, batch) in enumerate((
+        for i, (name, args_of, durable, pack) in enumerate((
                 ('floor (Starlette constant)', const('floor_app'), None, None),
                 ('floor (bare ASGI constant)', const('bare_app'), None, None),
-                ('mlsys serve', serve, 'true', None), ('mlsys serve, log not durable', serve, 'false', None))):
-            env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{i}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true')
+                ('mlsys serve', serve, 'true', 'true'), ('mlsys serve, log not durable', serve, 'false', 'true'),
+                ('mlsys serve, not packed', serve, 'true', 'false'))):
+            env = os.environ | dict(MLSYS_PATHS_HOME=str(tmp/f'home-{i}'), MLSYS_SERVE_DURABLE_LOG=durable or 'true',
+                                    MLSYS_SERVE_PACK_INPUTS=pack or 'true')
             p = port(); url = f'http://127.0.0.1:{p}'
             ready = ((lambda: httpx.get(url + '/readyz', timeout=1).status_code == 200) if durable else
                      (lambda: httpx.post(url + '/v1/predict', content=body, timeout=1).status_code == 200))
             proc, took = start(args_of(p), ready, env); procs.append(proc); servers[name] = url
             if durable == 'true':
                 rss = int(Path(f'/proc/{proc.pid}/status').read_text().split('VmRSS:')[1].split()[0]) / 1024
-                print(f"mlsys serve cold start: {took:.2f} s to ready; {rss:.0f} MB resident once ready\n")
-                amplification(url, seconds)
+                print(f"{name} cold start: {took:.2f} s to ready; {rss:.0f} MB resident once ready\n")
+                if pack == 'true': amplification(url, seconds)
             wrk(url + '/v1/predict', str(tmp/'post.lua'), 1, 2)          # warm-up
-        # all three stay up (idle but for the one measured); each level is measured in rounds, the servers taking
+        # all stay up (idle but for the one measured); each level is measured in rounds, the servers taking
         # turns, so that a change in the machine's load meets each of them alike; the median of the rounds is shown
         runs = {name: {c: [] for c in (1, 8, 32)} for name in servers}
         for c in (1, 8, 32):
@@ -185,6 +195,12 @@ def main(seconds):
     for c in (1, 8, 32):
         print(f"{c:4d} {dur[c]['p50'] / fast[c]['p50']:6.2f} {dur[c]['p99'] / fast[c]['p99']:6.2f} "
               f"{dur[c]['rps'] / fast[c]['rps']:6.2f}")
+    plain = results['mlsys serve, not packed']
+    print(f"\nthe model's inputs in two blocks (packed / not packed):\n"
+          f"{'conc':>4s} {'p50':>6s} {'p99':>6s} {'req/s':>6s}")
+    for c in (1, 8, 32):
+        print(f"{c:4d} {dur[c]['p50'] / plain[c]['p50']:6.2f} {dur[c]['p99'] / plain[c]['p99']:6.2f} "
+              f"{dur[c]['rps'] / plain[c]['rps']:6.2f}")
 
 
 if __name__ == '__main__':

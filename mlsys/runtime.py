@@ -17,8 +17,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'LoadedModel', 'scoring_contract',
-           'model_source', 'recover', 'PredictionLog', 'log_window']
+__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'packed_inputs', 'LoadedModel',
+           'scoring_contract', 'model_source', 'recover', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -88,22 +88,61 @@ def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     g.node.extend(nodes)
     return m.SerializeToString(), coded
 
+# %% ../nbs/07_runtime.ipynb #88031d46
+def _column(i, kind:int) -> bool:
+    "Whether graph input `i` is an `(n, 1)` tensor of element type `kind`."
+    t = i.type.tensor_type
+    return t.elem_type == kind and len(t.shape.dim) == 2 and t.shape.dim[1].dim_value == 1
+
+def packed_inputs(model:bytes) -> tuple[bytes, dict[str, list[str]], list[str]]:
+    "The model with its `(n, 1)` double inputs fed as one `(n, k)` block and its text ones as another; blocks; order."
+    import onnx                      # on first use (about 50 ms)
+    m = onnx.load_from_string(model)
+    g, T, h = m.graph, onnx.TensorProto, onnx.helper
+    order, fixed = [i.name for i in g.input], {t.name for t in g.initializer}   # an initializer may stand in for one
+    groups = [(kind, [i for i in g.input if _column(i, kind) and i.name not in fixed]) for kind in (T.DOUBLE, T.STRING)]
+    groups = [(kind, ins) for kind, ins in groups if len(ins) > 1]
+    if not groups or m.ir_version < 4: return model, {}, order
+    opset = max((o.version for o in m.opset_import if o.domain in ('', 'ai.onnx')), default=1)
+    taken = {v for n in g.node for v in (*n.input, *n.output)} | set(order) | fixed
+    blocks, at, splits = {}, {}, []  # at: each group's first input -> the block's input, which takes its place
+    for kind, ins in groups:
+        b = _fresh('numbers' if kind == T.DOUBLE else 'texts', taken)
+        blocks[b], rows = [i.name for i in ins], ins[0].type.tensor_type.shape.dim[0].dim_param or 'rows'
+        at[ins[0].name] = h.make_tensor_value_info(b, kind, [rows, len(ins)])
+        if opset >= 13:              # the sizes are an input from opset 13 on, an attribute before
+            s = _fresh(f'{b}.split', taken)
+            g.initializer.append(onnx.numpy_helper.from_array(np.ones(len(ins), np.int64), s))
+            splits.append(h.make_node('Split', [b, s], blocks[b], axis=1))
+        else: splits.append(h.make_node('Split', [b], blocks[b], axis=1, split=[1] * len(ins)))
+    packed = {n for names in blocks.values() for n in names}
+    inputs = [at.get(i.name, i) for i in g.input if i.name in at or i.name not in packed]
+    nodes = [*splits, *g.node]
+    del g.input[:], g.node[:]
+    g.input.extend(inputs)
+    g.node.extend(nodes)
+    return m.SerializeToString(), blocks, order
+
 # %% ../nbs/07_runtime.ipynb #5fefd335
 class LoadedModel:
     "One ONNX model ready to score: its session, contract, inputs, task, threshold, views and version label."
     def __init__(self, data:bytes, # the model's bytes
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1,
-                 coded:bool=False): # text inputs as distinct values and codes (`dictionary_inputs`): for large batches
-        self.coded = {}
+                 coded:bool=False,  # text inputs as distinct values and codes (`dictionary_inputs`): for large batches
+                 packed:bool=False): # else the columns in two blocks (`packed_inputs`): for small ones
+        self.coded, self.packed, order = {}, {}, None
         if coded: data, self.coded = dictionary_inputs(data)
+        elif packed: data, self.packed, order = packed_inputs(data)
         self.session, self.version = session(data, threads), version
         self.meta = meta = metadata(self.session)
         self.contract = meta.get('contract') or {'columns': {}}
         self.columns = self.contract['columns']
         values, codes = {v: c for c, (v, _) in self.coded.items()}, {k for _, k in self.coded.values()}
-        self.inputs = [(values.get(i.name, i.name), i.type == 'tensor(string)')   # the raw columns, in graph order
-                       for i in self.session.get_inputs() if i.name not in codes]
+        text = {values.get(i.name, i.name): i.type == 'tensor(string)'
+                for i in self.session.get_inputs() if i.name not in codes}
+        for b, names in self.packed.items(): text |= dict.fromkeys(names, text.pop(b))
+        self.inputs = [(n, text[n]) for n in order or text]   # the raw columns, in the graph's order
         self.task, t = task_from(meta), meta.get('threshold')
         self.threshold = 0.5 if t is None else float(t)   # null for multiclass and regression: none applies
         self.kind, self.labels, self.positive = self.task.kind, tuple(self.task.classes), self.task.positive
@@ -112,15 +151,16 @@ class LoadedModel:
         self.time_column = self.contract.get('time_column')
 
     def predict(self, cols:dict) -> np.ndarray:
-        "The main output for input arrays `{name: (n, 1) array}`: probabilities (n,) or (n, classes), or values."
+        "The main output for the session's input arrays: probabilities (n,) or (n, classes), or values."
         return self.session.run([self.output], cols)[0]
 
     def feeds(self, df:pl.DataFrame) -> dict[str, np.ndarray]:
-        "The session's input arrays for a typed frame: `frame_feeds`, and each coded text input's values and codes."
+        "The session's input arrays for a typed frame: `frame_feeds`, coded text as values and codes, packed as blocks."
         out = frame_feeds(df, [(c, t) for c, t in self.inputs if c not in self.coded])
         for c, (values, codes) in text_codes(df, list(self.coded)).items():
             v, k = self.coded[c]
             out[v], out[k] = values.reshape(-1, 1), codes
+        for b, names in self.packed.items(): out[b] = np.hstack([out.pop(n) for n in names])
         return out
 
     def score(self, df:pl.DataFrame) -> np.ndarray:

@@ -29,10 +29,10 @@ from .tasks import score_of
 # %% auto #0
 __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
            'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
-           'read_json', 'check_records', 'parse_records', 'model_arrays', 'online_values', 'warmup_record',
-           'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'read_body', 'Turn',
-           'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema', 'prediction_schema',
-           'Endpoint', 'create_app']
+           'read_json', 'check_records', 'parse_records', 'model_arrays', 'values_for', 'online_values',
+           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'read_body',
+           'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
+           'prediction_schema', 'Endpoint', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -148,20 +148,32 @@ def _checks(model:LoadedModel) -> list[tuple]:
         c = model._checks = [(n, t, _checker(model.columns.get(n, {}), t)) for n, t in model.inputs]
     return c
 
-def _arrays(checks:list[tuple], cols:list[list]) -> dict[str, np.ndarray]:
-    "Input arrays `(n, 1)` from the values by column: one array for the numbers and one for the text, then views."
-    out = {}
-    for text in (False, True):
-        idx = [i for i, (_, t, _) in enumerate(checks) if t == text]
-        if not idx: continue
-        kind = object if text else np.float64
-        block = np.array([cols[i] for i in idx], dtype=kind)[:, :, None]   # (columns, rows, 1)
-        for j, i in enumerate(idx): out[checks[i][0]] = block[j]
-    return {n: out[n] for n, _, _ in checks}
+def _layout(model:LoadedModel) -> tuple[list[tuple], list[tuple]]:
+    "For the numbers, then the text: dtype, positions, names and the block they fill; blocks that mix. Made once."
+    if (lay := getattr(model, '_layout', None)) is None:
+        blocks, steps = {tuple(names): b for b, names in model.packed.items()}, []
+        for kind, text in ((np.float64, False), (object, True)):
+            idx = [i for i, (_, t) in enumerate(model.inputs) if t == text]
+            names = [model.inputs[i][0] for i in idx]
+            if idx: steps.append((kind, idx, names, blocks.pop(tuple(names), None)))
+        lay = model._layout = steps, [(b, list(names)) for names, b in blocks.items()]
+    return lay
 
 def model_arrays(model:LoadedModel, cols:list[list]) -> dict[str, np.ndarray]:
     "The model's input arrays from the values of each of its inputs, as `check_records` gives them."
-    return _arrays(_checks(model), cols)
+    out, (steps, rest) = {}, _layout(model)
+    for kind, idx, names, block in steps:
+        a = np.array([cols[i] for i in idx], dtype=kind)          # (columns, rows): one array for the kind
+        if block: out[block] = np.ascontiguousarray(a.T)         # a packed block: (rows, columns)
+        else: out.update(zip(names, a[:, :, None]))             # one (rows, 1) view per column
+    for b, names in rest: out[b] = np.hstack([out.pop(n) for n in names])
+    return out
+
+def values_for(model:LoadedModel, other:LoadedModel, cols:list[list]) -> list[list]:
+    "The values of `model`'s inputs (as `check_records` gives them) in the order of `other`'s; KeyError if it lacks one."
+    if other.inputs == model.inputs: return cols
+    by = dict(zip((n for n, _ in model.inputs), cols))
+    return [by[n] for n, _ in other.inputs]
 
 # %% ../nbs/09_serve.ipynb #2bbbb504
 def _request_time(v) -> float|None:
@@ -239,7 +251,7 @@ def _model(self:Server, ref) -> LoadedModel|None:
     if ref == 'previous': ref = str(self.registry.previous(self.name, self.ref))
     data, version = model_source(ref, self.name, self.registry, self._loaded)
     if (m := self._loaded.get(version)) is None:
-        m = LoadedModel(data, version, self.cfg.threads)
+        m = LoadedModel(data, version, self.cfg.threads, packed=self.cfg.pack_inputs)
         if m.views and self.store is None: self.store = OnlineStore(home_paths(self.settings).online_store)
         m.predict(parse_records(orjson.dumps(warmup_record(m)), m, 'ignore')[0])   # the warm-up inference
     return m
@@ -398,16 +410,19 @@ async def _score(self:Server, model:LoadedModel, vals:list[list], n:int, ro:Roll
         return p, False, model
     except Exception:
         self.metrics.fallbacks.inc()
+        cols = await _work(big, model_arrays, ro.fallback, values_for(model, ro.fallback, vals))
         return await _work(big, ro.fallback.predict, cols), True, ro.fallback
 
 @patch
-def _shadow(self:Server, cand:LoadedModel, cols:dict, recs:list, ids:list[str]):
-    "Score a copy with the shadow candidate on its worker thread; dropped when too much shadow work waits."
+def _shadow(self:Server, cand:LoadedModel, model:LoadedModel, vals:list[list], recs:list, ids:list[str]):
+    "Score a copy of `model`'s values with the candidate on its worker thread; dropped when too much shadow work waits."
     if self.shadow_pending >= 64: self.metrics.shadow.labels('dropped').inc(); return
     self.shadow_pending += 1
     def run():
         try:
-            t0 = time.perf_counter(); p = cand.predict(cols); ms = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            p = cand.predict(model_arrays(cand, values_for(model, cand, vals)))
+            ms = (time.perf_counter() - t0) * 1e3
             self.log.add(_log_rows(ids, cand, 'shadow', recs, p, ms, False))
             self.metrics.shadow.labels('scored').inc()
         except Exception: self.metrics.shadow.labels('failed').inc()
@@ -486,7 +501,7 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     ms = (time.perf_counter() - t0) * 1e3
     role = 'fallback' if degraded else 'canary' if canary else 'primary'
     self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable: in the journal now
-    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, model_arrays(model, vals), recs, ids)
+    if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, model, vals, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
     self._answered(rid, len(recs) if batch else 0)
