@@ -99,7 +99,8 @@ def packed_inputs(model:bytes) -> tuple[bytes, dict[str, list[str]], list[str]]:
     import onnx                      # on first use (about 50 ms)
     m = onnx.load_from_string(model)
     g, T, h = m.graph, onnx.TensorProto, onnx.helper
-    order, fixed = [i.name for i in g.input], {t.name for t in g.initializer}   # an initializer may stand in for one
+    fixed = {t.name for t in g.initializer}                   # an initializer may stand in for an input: not fed
+    order = [i.name for i in g.input if i.name not in fixed]
     groups = [(kind, [i for i in g.input if _column(i, kind) and i.name not in fixed]) for kind in (T.DOUBLE, T.STRING)]
     groups = [(kind, ins) for kind, ins in groups if len(ins) > 1]
     if not groups or m.ir_version < 4: return model, {}, order
