@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_runtime.ipynb #b2900a72
 from __future__ import annotations
-import errno, fcntl, glob, hashlib, marshal, os, secrets, sqlite3, struct, sys, threading, time
+import errno, fcntl, glob, hashlib, marshal, os, secrets, sqlite3, struct, sys, threading, time, warnings
 from contextlib import closing
 from pathlib import Path
 import numpy as np
@@ -51,18 +51,27 @@ def _fresh(name:str, taken:set) -> str:
     taken.add(out)
     return out
 
-def _subgraph_reads(g) -> set[str]:
-    "The names the nodes of `g`'s subgraphs (an `If`'s branches, a `Loop`'s body) read, at any depth."
-    subs = [a.g for n in g.node for a in n.attribute if a.HasField('g')] + [
+def _subgraphs(g) -> list:
+    "The graphs `g`'s nodes hold: an `If`'s branches, a `Loop`'s body."
+    return [a.g for n in g.node for a in n.attribute if a.HasField('g')] + [
         s for n in g.node for a in n.attribute for s in a.graphs]
-    return {v for s in subs for v in (*(x for n in s.node for x in n.input), *_subgraph_reads(s))}
+
+def _subgraph_reads(g) -> set[str]:
+    "The names the nodes of `g`'s subgraphs read, at any depth."
+    return {v for s in _subgraphs(g) for v in (*(x for n in s.node for x in n.input), *_subgraph_reads(s))}
+
+def _names(g) -> set[str]:
+    "Every name `g` uses, at any depth: inputs, outputs, initializers, value infos, and what nodes read and write."
+    own = {*(v.name for v in (*g.input, *g.output, *g.initializer, *g.value_info)),
+           *(t.values.name for t in g.sparse_initializer), *(x for n in g.node for x in (*n.input, *n.output))}
+    return own.union(*map(_names, _subgraphs(g)))
 
 def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
     import onnx                      # on first use: the server never needs it (about 50 ms)
     m, coded = onnx.load_from_string(model), {}
     g, text = m.graph, onnx.TensorProto.STRING
-    taken = {v for n in g.node for v in (*n.input, *n.output)} | {i.name for i in g.input}
+    taken = _names(g)
     kept = {o.name for o in g.output} | _subgraph_reads(g)    # read where no Gather can follow: keep their strings
     inputs = []
     for i in g.input:
@@ -95,22 +104,25 @@ def _column(i, kind:int) -> bool:
     return t.elem_type == kind and len(t.shape.dim) == 2 and t.shape.dim[1].dim_value == 1
 
 def packed_inputs(model:bytes) -> tuple[bytes, dict[str, list[str]], list[str]]:
-    "The model with its `(n, 1)` double inputs fed as one `(n, k)` block and its text ones as another; blocks; order."
+    "The model with its `(n, 1)` double and text inputs fed as two blocks; `{block: its inputs}`; the inputs before."
     import onnx                      # on first use (about 50 ms)
     m = onnx.load_from_string(model)
     g, T, h = m.graph, onnx.TensorProto, onnx.helper
-    fixed = {t.name for t in g.initializer}                   # an initializer may stand in for an input: not fed
+    fixed = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer}   # defaults: not fed
     order = [i.name for i in g.input if i.name not in fixed]
     groups = [(kind, [i for i in g.input if _column(i, kind) and i.name not in fixed]) for kind in (T.DOUBLE, T.STRING)]
-    groups = [(kind, ins) for kind, ins in groups if len(ins) > 1]
-    if not groups or m.ir_version < 4: return model, {}, order
-    opset = max((o.version for o in m.opset_import if o.domain in ('', 'ai.onnx')), default=1)
-    taken = {v for n in g.node for v in (*n.input, *n.output)} | set(order) | fixed
+    groups = [(kind, ins) for kind, ins in groups if len(ins) > 1 and   # one batch dimension for the whole block
+              len({i.type.tensor_type.shape.dim[0].SerializeToString() for i in ins}) == 1]
+    opset = next((o.version for o in m.opset_import if o.domain in ('', 'ai.onnx')), None)
+    if not groups or m.ir_version < 4 or (opset or 7) < 7: return model, {}, order   # onnxruntime runs opset 7 on
+    if opset is None: m.opset_import.append(h.make_opsetid('', opset := 13))           # only ai.onnx.ml ops so far
+    taken = _names(g)
     blocks, at, splits = {}, {}, []  # at: each group's first input -> the block's input, which takes its place
     for kind, ins in groups:
         b = _fresh('numbers' if kind == T.DOUBLE else 'texts', taken)
-        blocks[b], rows = [i.name for i in ins], ins[0].type.tensor_type.shape.dim[0].dim_param or 'rows'
-        at[ins[0].name] = h.make_tensor_value_info(b, kind, [rows, len(ins)])
+        blocks[b] = [i.name for i in ins]
+        at[ins[0].name] = v = h.make_tensor_value_info(b, kind, [None, len(ins)])
+        v.type.tensor_type.shape.dim[0].CopyFrom(ins[0].type.tensor_type.shape.dim[0])   # the batch, as it was
         if opset >= 13:              # the sizes are an input from opset 13 on, an attribute before
             s = _fresh(f'{b}.split', taken)
             g.initializer.append(onnx.numpy_helper.from_array(np.ones(len(ins), np.int64), s))
@@ -131,11 +143,15 @@ class LoadedModel:
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1,
                  coded:bool=False,  # text inputs as distinct values and codes (`dictionary_inputs`): for large batches
-                 packed:bool=False): # else the columns in two blocks (`packed_inputs`): for small ones
-        self.coded, self.packed, order = {}, {}, None
+                 packed:bool=False): # the columns in two blocks (`packed_inputs`): for small ones; not with `coded`
+        if coded and packed: raise ValueError('a model is opened coded or packed, not both')
+        self.coded, self.packed, order, self.version = {}, {}, None, version
         if coded: data, self.coded = dictionary_inputs(data)
-        elif packed: data, self.packed, order = packed_inputs(data)
-        self.session, self.version = session(data, threads), version
+        if packed and (p := packed_inputs(data))[1]:
+            try: self.session, self.packed, order = session(p[0], threads), p[1], p[2]
+            except Exception as e:      # onnxruntime refuses the rewrite: the model as exported still serves
+                warnings.warn(f'{version}: the packed form does not load, so its inputs stay apart ({e})')
+        if not self.packed: self.session = session(data, threads)
         self.meta = meta = metadata(self.session)
         self.contract = meta.get('contract') or {'columns': {}}
         self.columns = self.contract['columns']

@@ -149,7 +149,7 @@ def _checks(model:LoadedModel) -> list[tuple]:
     return c
 
 def _layout(model:LoadedModel) -> tuple[list[tuple], list[tuple]]:
-    "For the numbers, then the text: dtype, positions, names and the block they fill; blocks that mix. Made once."
+    "Per kind (numbers, text): dtype, positions, names and the block they fill, if one; blocks filled otherwise."
     if (lay := getattr(model, '_layout', None)) is None:
         blocks, steps = {tuple(names): b for b, names in model.packed.items()}, []
         for kind, text in ((np.float64, False), (object, True)):
@@ -170,7 +170,7 @@ def model_arrays(model:LoadedModel, cols:list[list]) -> dict[str, np.ndarray]:
     return out
 
 def values_for(model:LoadedModel, other:LoadedModel, cols:list[list]) -> list[list]:
-    "The values of `model`'s inputs (as `check_records` gives them) in the order of `other`'s; KeyError if it lacks one."
+    "`model`'s input values (as `check_records` gives them) in the order of `other`'s inputs; KeyError for one missing."
     if other.inputs == model.inputs: return cols
     by = dict(zip((n for n, _ in model.inputs), cols))
     return [by[n] for n, _ in other.inputs]
@@ -420,9 +420,8 @@ def _shadow(self:Server, cand:LoadedModel, model:LoadedModel, vals:list[list], r
     self.shadow_pending += 1
     def run():
         try:
-            t0 = time.perf_counter()
-            p = cand.predict(model_arrays(cand, values_for(model, cand, vals)))
-            ms = (time.perf_counter() - t0) * 1e3
+            cols = model_arrays(cand, values_for(model, cand, vals))
+            t0 = time.perf_counter(); p = cand.predict(cols); ms = (time.perf_counter() - t0) * 1e3
             self.log.add(_log_rows(ids, cand, 'shadow', recs, p, ms, False))
             self.metrics.shadow.labels('scored').inc()
         except Exception: self.metrics.shadow.labels('failed').inc()
