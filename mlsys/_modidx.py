@@ -622,6 +622,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                'mlsys/train.py'),
                              'mlsys.train.TabularModule.on_train_epoch_start': ( 'train.html#tabularmodule.on_train_epoch_start',
                                                                                  'mlsys/train.py'),
+                             'mlsys.train.TabularModule.on_validation_epoch_end': ( 'train.html#tabularmodule.on_validation_epoch_end',
+                                                                                    'mlsys/train.py'),
                              'mlsys.train.TabularModule.outputs': ('train.html#tabularmodule.outputs', 'mlsys/train.py'),
                              'mlsys.train.TabularModule.training_step': ('train.html#tabularmodule.training_step', 'mlsys/train.py'),
                              'mlsys.train.TabularModule.transfer_batch_to_device': ( 'train.html#tabularmodule.transfer_batch_to_device',

@@ -53,7 +53,11 @@ class EpochBatches(torch.utils.data.IterableDataset):
         mine = batches[r::world]
         return mine[:len(batches) // world] if self.shuffle else mine
 
-    def __len__(self): return len(self._batches())
+    def __len__(self):
+        "The number of batches `__iter__` yields, by arithmetic: Lightning asks every epoch, and a shuffle is a draw."
+        n, (r, world) = len(self.tensors[0]), self.rank()
+        k = -(-n // self.batch_size) or 1   # an empty split is cut into one empty batch
+        return k // world if self.shuffle else len(range(r, k, world))
 
     def __iter__(self):
         for idx in self._batches(): yield tuple(t[idx] for t in self.tensors)
@@ -186,20 +190,23 @@ def on_train_epoch_end(self:TabularModule):
 # %% ../nbs/04_train.ipynb #b70d1bf8
 @patch
 def validation_step(self:TabularModule, batch, i):
-    "Accumulate the validation loss and the task's metrics; logged once per epoch."
+    "Accumulate the validation loss and the task's metrics (logged at the epoch's end)."
     num, cat, y = batch
     z = self(num, cat)
     self.val_loss.update(self.loss(z, y, reduction='none'))
-    logged = {'val_loss': self.val_loss}
     if self.task.kind == 'binary':
         p, labels = z.sigmoid(), y.int()
         self.val_auroc.update(p, labels)
         self.val_ap.update(p, labels)
-        logged |= {'val_auroc': self.val_auroc, 'val_ap': self.val_ap}
-    elif self.task.kind == 'multiclass':
-        self.val_acc.update(z, y)
-        logged['val_acc'] = self.val_acc
-    self.log_dict(logged, on_epoch=True)
+    elif self.task.kind == 'multiclass': self.val_acc.update(z, y)
+
+@patch
+def on_validation_epoch_end(self:TabularModule):
+    "Log the epoch's validation metrics once: Lightning computes, syncs across ranks and resets the metric objects."
+    logged = {'val_loss': self.val_loss}
+    if self.task.kind == 'binary': logged |= {'val_auroc': self.val_auroc, 'val_ap': self.val_ap}
+    elif self.task.kind == 'multiclass': logged['val_acc'] = self.val_acc
+    self.log_dict(logged)
 
 # %% ../nbs/04_train.ipynb #4df1c1a8
 @patch
