@@ -68,7 +68,7 @@ def _names(g) -> set[str]:
 
 def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
-    import onnx                      # on first use: the server never needs it (about 50 ms)
+    import onnx                      # on first use: a process that opens models as exported never does
     m, coded = onnx.load_from_string(model), {}
     g, text = m.graph, onnx.TensorProto.STRING
     taken = _names(g)
