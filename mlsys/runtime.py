@@ -68,7 +68,7 @@ def _names(g) -> set[str]:
 
 def dictionary_inputs(model:bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     "The model with each `(n, 1)` text input that only lookups read fed as distinct values and codes; `{input: names}`."
-    import onnx                      # on first use: a process that opens models as exported never does
+    import onnx                      # on first use: a process that opens models as exported never imports it
     m, coded = onnx.load_from_string(model), {}
     g, text = m.graph, onnx.TensorProto.STRING
     taken = _names(g)
@@ -142,14 +142,16 @@ class LoadedModel:
     def __init__(self, data:bytes, # the model's bytes
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1,
-                 coded:bool=False,  # text inputs as distinct values and codes (`dictionary_inputs`): for large batches
+                 coded:bool=False,  # text inputs as distinct values and codes (`dictionary_inputs`): batch scoring
                  packed:bool=False): # the columns in two blocks (`packed_inputs`): for small ones; not with `coded`
         if coded and packed: raise ValueError('a model is opened coded or packed, not both')
         self.coded, self.packed, order, self.version = {}, {}, None, version
         if coded: data, self.coded = dictionary_inputs(data)
-        if packed and (p := packed_inputs(data))[1]:
-            try: self.session, self.packed, order = session(p[0], threads), p[1], p[2]
-            except Exception as e:      # onnxruntime refuses the rewrite: the model as exported still serves
+        if packed:
+            try:
+                rewritten, blocks, names = packed_inputs(data)
+                if blocks: self.session, self.packed, order = session(rewritten, threads), blocks, names
+            except Exception as e:      # the rewrite fails, or onnxruntime refuses it: the model as exported serves
                 warnings.warn(f'{version}: the packed form does not load, so its inputs stay apart ({e})')
         if not self.packed: self.session = session(data, threads)
         self.meta = meta = metadata(self.session)

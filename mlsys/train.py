@@ -202,11 +202,11 @@ def validation_step(self:TabularModule, batch, i):
 
 @patch
 def on_validation_epoch_end(self:TabularModule):
-    "Log the epoch's validation metrics once: Lightning computes, syncs across ranks and resets the metric objects."
+    "Log the epoch's validation metrics that were updated, once: Lightning computes, syncs and resets them."
     logged = {'val_loss': self.val_loss}
     if self.task.kind == 'binary': logged |= {'val_auroc': self.val_auroc, 'val_ap': self.val_ap}
     elif self.task.kind == 'multiclass': logged['val_acc'] = self.val_acc
-    self.log_dict(logged)
+    self.log_dict({k: m for k, m in logged.items() if m.update_count})   # a `validation_step` of yours may not
 
 # %% ../nbs/04_train.ipynb #4df1c1a8
 @patch
