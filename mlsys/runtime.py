@@ -143,7 +143,7 @@ class LoadedModel:
                  version:str,      # its label: `name:version`, or `file:` and a hash
                  threads:int=1,
                  coded:bool=False,  # text inputs as distinct values and codes (`dictionary_inputs`): batch scoring
-                 packed:bool=False): # the columns in two blocks (`packed_inputs`): for small ones; not with `coded`
+                 packed:bool=False): # the columns in two blocks (`packed_inputs`): the server; not with `coded`
         if coded and packed: raise ValueError('a model is opened coded or packed, not both')
         self.coded, self.packed, order, self.version = {}, {}, None, version
         if coded: data, self.coded = dictionary_inputs(data)
