@@ -27,11 +27,11 @@ from .runtime import LoadedModel, PredictionLog, model_source
 from .tasks import score_of
 
 # %% auto #0
-__all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'BIG_BODY', 'MAX_ANSWERED',
-           'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE', 'RequestError',
-           'read_json', 'check_records', 'parse_records', 'model_arrays', 'values_for', 'online_values',
-           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'read_body',
-           'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
+__all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', 'MAX_BUCKETS', 'DEADLINES', 'BIG_BODY',
+           'MAX_ANSWERED', 'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE',
+           'RequestError', 'read_json', 'check_records', 'parse_records', 'model_arrays', 'values_for', 'online_values',
+           'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'Deadlines',
+           'read_body', 'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
            'prediction_schema', 'Endpoint', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
@@ -362,23 +362,54 @@ def guard(self:Server, request, key:str|None=None, what:str='API key') -> tuple[
     return None
 
 # %% ../nbs/09_serve.ipynb #ef88649f
+class Deadlines:
+    "Tasks cancelled once their deadline has passed, rounded up to the second: one timer a second, not one a task."
+    def __init__(self): self.due, self.expired = {}, set()
+
+    def add(self, task:asyncio.Task, seconds:float) -> tuple:
+        "Cancel `task` within the second after `seconds` from now, unless `discard`ed before; its key for `discard`."
+        loop = asyncio.get_running_loop()
+        key = loop, math.ceil(loop.time() + seconds)
+        if (tasks := self.due.get(key)) is None:
+            tasks = self.due[key] = set()
+            loop.call_at(key[1], self._expire, key)
+        tasks.add(task)
+        return key
+
+    def discard(self, task:asyncio.Task, key:tuple):
+        "No deadline for `task` any more."
+        if (tasks := self.due.get(key)) is not None: tasks.discard(task)
+
+    def _expire(self, key:tuple):
+        for task in self.due.pop(key, ()): self.expired.add(task); task.cancel()
+
+    def timed_out(self, task:asyncio.Task) -> bool:
+        "Whether `task`'s cancellation was its deadline alone (then undone); False for any other cancellation."
+        if task not in self.expired: return False
+        self.expired.discard(task)
+        return task.uncancel() == 0
+
+DEADLINES = Deadlines()   # the body reads' deadlines, for every loop of the process
+
 async def read_body(request, limit:int, seconds:float=10.0) -> bytes:
-    "The request body: 413 as soon as it passes `limit` bytes, 408 when it has not all arrived within `seconds`."
+    "The request body: 413 as soon as it passes `limit` bytes, 408 when it has not all arrived within `seconds` (+1)."
     def too_big(): return RequestError(413, [_problem(None, None, f'request body over the limit of {limit} bytes')])
     if (n := request.headers.get('content-length', '')).isdigit() and int(n) > limit: raise too_big()
-    chunks, size = [], 0
+    chunks, size, task = [], 0, asyncio.current_task()
+    key = DEADLINES.add(task, seconds)
     try:
-        async with asyncio.timeout(seconds):
-            while True:       # the ASGI messages themselves: no stream generator on the hot path
-                m = await request.receive()
-                if m['type'] == 'http.disconnect': raise ClientDisconnect()
-                size += len(chunk := m.get('body', b''))
-                if size > limit: raise too_big()
-                chunks.append(chunk)
-                if not m.get('more_body', False): break
-    except TimeoutError:
+        while True:       # the ASGI messages themselves: no stream generator on the hot path
+            m = await request.receive()
+            if m['type'] == 'http.disconnect': raise ClientDisconnect()
+            size += len(chunk := m.get('body', b''))
+            if size > limit: raise too_big()
+            chunks.append(chunk)
+            if not m.get('more_body', False): break
+    except asyncio.CancelledError:
+        if not DEADLINES.timed_out(task): raise
         raise RequestError(408, [_problem(None, None, f'request body not received within {seconds:g} s')]) from None
     except ClientDisconnect: raise RequestError(400, [_problem(None, None, 'the client left before its body arrived')])
+    finally: DEADLINES.discard(task, key)
     return chunks[0] if len(chunks) == 1 else b''.join(chunks)
 
 @patch
@@ -396,12 +427,29 @@ async def _work(big:bool, f, *args):
 
 # %% ../nbs/09_serve.ipynb #8de26836
 @patch
-async def _score(self:Server, model:LoadedModel, vals:list[list], n:int, ro:Rollout, big:bool=False):
-    "Probabilities for `n` records' values from `model` within the time budget, else from the fallback (degraded)."
+async def _score(self:Server, model:LoadedModel, vals:list[list], recs:list, ids:list[str], role:str, t0:float,
+                 ro:Rollout, big:bool=False):
+    "Probabilities for the records' values from `model` in the time budget, else from the fallback; their rows logged."
     if ro.fallback is None and not big and self.batch_rows:
         if (turn := getattr(model, '_turn', None)) is None:   # one per loaded model: gone with it
-            turn = model._turn = Turn(functools.partial(predict_together, model), self.batch_rows)
-        return await turn.submit(vals, n), False, model
+            turn = model._turn = Turn(functools.partial(self._together, model), self.batch_rows)
+        return await turn.submit((vals, ids, recs, role, t0), len(recs)), False, model
+    p, degraded, used = await self._alone(model, vals, ro, big)
+    ms, role = (time.perf_counter() - t0) * 1e3, 'fallback' if degraded else role
+    self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable: in the journal now
+    return p, degraded, used
+
+@patch
+def _together(self:Server, model:LoadedModel, items:list[tuple]) -> list[np.ndarray]:
+    "Several requests' `(vals, ids, recs, role, t0)` scored in one model call, and their rows logged in one write."
+    outs, now = predict_together(model, [it[0] for it in items]), time.perf_counter()
+    self.log.add([row for (_, ids, recs, role, t0), p in zip(items, outs)
+                  for row in _log_rows(ids, model, role, recs, p, (now - t0) * 1e3, False)])
+    return outs
+
+@patch
+async def _alone(self:Server, model:LoadedModel, vals:list[list], ro:Rollout, big:bool=False):
+    "One request's probabilities from `model` in the time budget, else from the fallback (degraded); the model used."
     cols = await _work(big, model_arrays, model, vals)
     if ro.fallback is None: return await _work(big, model.predict, cols), False, model
     try:
@@ -436,20 +484,29 @@ def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list
 
 # %% ../nbs/09_serve.ipynb #e8f02a26
 class Turn:
-    "Work that concurrent requests hand in during one turn of the event loop, done once for all of them."
+    "Work that concurrent requests hand in over the loop's next turns, done once for all of them."
     def __init__(self, run,         # items -> one result per item, in order
-                 limit:int=64):     # the size that runs what waits at once
-        self.run, self.limit, self.waiting, self.size = run, limit, [], 0
+                 limit:int=64,      # the size that runs what waits at once
+                 turns:int=4):      # the most turns of the loop that work waits for more to join it
+        self.run, self.limit, self.turns, self.waiting, self.size, self.round = run, limit, turns, [], 0, 0
 
     def submit(self, item, size:int=1) -> asyncio.Future:
-        "A future of `item`'s result, done with whatever else is handed in before the loop's next turn."
+        "A future of `item`'s result, done with whatever else is handed in until a turn of the loop brings nothing new."
         loop = asyncio.get_running_loop()
-        if not self.waiting: loop.call_soon(self.flush)
+        if not self.waiting:
+            self.round += 1
+            loop.call_soon(self._settle, self.round, 0, self.turns)
         fut = loop.create_future()
         self.waiting.append((item, fut))
         self.size += size
         if self.size >= self.limit: self.flush()
         return fut
+
+    def _settle(self, round:int, seen:int, left:int):
+        "Run what waits once a turn of the loop added nothing to it, or after `turns` turns; else look again next turn."
+        if round != self.round or not self.waiting: return      # run meanwhile, at the limit
+        if len(self.waiting) == seen or not left: return self.flush()
+        asyncio.get_running_loop().call_soon(self._settle, round, len(self.waiting), left - 1)
 
     def flush(self):
         "Run what waits, once; hand each its result, or the error to all."
@@ -496,10 +553,8 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     vals, recs, batch = await _work(big, check_records, body, model, self.extra, self.max_records, self.max_problems,
                                     fill)
     ids = [f'{rid}-{i}' for i in range(len(recs))] if batch else [rid]
-    p, degraded, used = await self._score(model, vals, len(recs), ro, big)
-    ms = (time.perf_counter() - t0) * 1e3
-    role = 'fallback' if degraded else 'canary' if canary else 'primary'
-    self.log.add(await _work(big, _log_rows, ids, used, role, recs, p, ms, degraded))   # durable: in the journal now
+    role = 'canary' if canary else 'primary'
+    p, degraded, used = await self._score(model, vals, recs, ids, role, t0, ro, big)   # logged: in the journal now
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, model, vals, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
     for q in score_of(used.task, p): observed.observe(float(q))
