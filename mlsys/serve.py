@@ -95,7 +95,9 @@ def read_json(body:bytes):
     try: doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise RequestError(400, [_problem(None, None, f'malformed JSON: {str(e)[:200]}')]) from None
-    if body.count(b':') > _members(doc):   # every member has its colon: only then can a key be repeated
+    colons = body.count(b':')       # every member has its colon: only more colons than members allow a repeat
+    flat = isinstance(doc, dict) and colons == len(doc)   # one record's columns: no need to count members
+    if not flat and colons > _members(doc):
         try: json.loads(body, object_pairs_hook=_unique_pairs)
         except _Repeated as e: raise RequestError(422, [_problem(None, e.args[0], 'key given twice in one object')])
         except RecursionError: raise RequestError(400, [_problem(None, None, 'JSON nested too deeply')])
