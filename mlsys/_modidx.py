@@ -530,6 +530,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.serve.Turn._settle': ('serve.html#turn._settle', 'mlsys/serve.py'),
                              'mlsys.serve.Turn.flush': ('serve.html#turn.flush', 'mlsys/serve.py'),
                              'mlsys.serve.Turn.submit': ('serve.html#turn.submit', 'mlsys/serve.py'),
+                             'mlsys.serve.Whole': ('serve.html#whole', 'mlsys/serve.py'),
+                             'mlsys.serve.Whole.__init__': ('serve.html#whole.__init__', 'mlsys/serve.py'),
                              'mlsys.serve._Metrics': ('serve.html#_metrics', 'mlsys/serve.py'),
                              'mlsys.serve._Metrics.__init__': ('serve.html#_metrics.__init__', 'mlsys/serve.py'),
                              'mlsys.serve._Metrics.text': ('serve.html#_metrics.text', 'mlsys/serve.py'),

@@ -31,8 +31,8 @@ __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', '
            'MAX_ANSWERED', 'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE',
            'RequestError', 'read_json', 'check_records', 'parse_records', 'model_arrays', 'values_for', 'online_values',
            'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'Deadlines',
-           'read_body', 'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema', 'label_schema',
-           'prediction_schema', 'Endpoint', 'create_app']
+           'read_body', 'Whole', 'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema',
+           'label_schema', 'prediction_schema', 'Endpoint', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -373,6 +373,7 @@ class Deadlines:
         loop = asyncio.get_running_loop()
         key = loop, math.ceil(loop.time() + seconds)
         if (tasks := self.due.get(key)) is None:
+            for k in [k for k in list(self.due) if k[0].is_closed()]: self.due.pop(k, None)   # its timer never fires
             tasks = self.due[key] = set()
             loop.call_at(key[1], self._expire, key)
         tasks.add(task)
@@ -445,8 +446,10 @@ async def _score(self:Server, model:LoadedModel, vals:list[list], recs:list, ids
 def _together(self:Server, model:LoadedModel, items:list[tuple]) -> list[np.ndarray]:
     "Several requests' `(vals, ids, recs, role, t0)` scored in one model call, and their rows logged in one write."
     outs, now = predict_together(model, [it[0] for it in items]), time.perf_counter()
-    self.log.add([row for (_, ids, recs, role, t0), p in zip(items, outs)
-                  for row in _log_rows(ids, model, role, recs, p, (now - t0) * 1e3, False)])
+    rows = [row for (_, ids, recs, role, t0), p in zip(items, outs)
+            for row in _log_rows(ids, model, role, recs, p, (now - t0) * 1e3, False)]
+    try: self.log.add(rows)
+    except Exception as e: raise Whole(e) from e      # the log's failure: scoring each alone would not mend it
     return outs
 
 @patch
@@ -485,11 +488,15 @@ def _log_rows(ids:list[str], m:LoadedModel, role, recs, p, ms, degraded) -> list
             for i, r, q, t in zip(ids, recs, score, text)]
 
 # %% ../nbs/09_serve.ipynb #e8f02a26
+class Whole(Exception):
+    "An error of a batch as a whole, not of one of its items (`error`): every item gets it, none is tried alone."
+    def __init__(self, error:Exception): super().__init__(error); self.error = error
+
 class Turn:
     "Work that concurrent requests hand in over the loop's next turns, done once for all of them."
     def __init__(self, run,         # items -> one result per item, in order
                  limit:int=64,      # the size that runs what waits at once
-                 turns:int=4):      # the most turns of the loop that work waits for more to join it
+                 turns:int=4):      # how many times the batch looks again for more, while each turn brings more
         self.run, self.limit, self.turns, self.waiting, self.size, self.round = run, limit, turns, [], 0, 0
 
     def submit(self, item, size:int=1) -> asyncio.Future:
@@ -505,20 +512,20 @@ class Turn:
         return fut
 
     def _settle(self, round:int, seen:int, left:int):
-        "Run what waits once a turn of the loop added nothing to it, or after `turns` turns; else look again next turn."
+        "Run what waits once a turn of the loop added nothing to it, or after `turns` looks; else look again next turn."
         if round != self.round or not self.waiting: return      # run meanwhile, at the limit
         if len(self.waiting) == seen or not left: return self.flush()
         asyncio.get_running_loop().call_soon(self._settle, round, len(self.waiting), left - 1)
 
     def flush(self):
         "Run what waits, once; hand each its result, or the error to all."
-        taken, self.waiting, self.size = self.waiting, [], 0
+        taken, self.waiting, self.size = [w for w in self.waiting if not w[1].done()], [], 0   # done: cancelled
         if not taken: return
         try: results = self.run([item for item, _ in taken])
         except Exception as e:
-            if len(taken) > 1: return self._one_by_one(taken)   # only the items that fail alone get the error
+            if len(taken) > 1 and not isinstance(e, Whole): return self._one_by_one(taken)  # who fails alone gets it
             for _, fut in taken:
-                if not fut.done(): fut.set_exception(e)
+                if not fut.done(): fut.set_exception(e.error if isinstance(e, Whole) else e)
             return
         for (_, fut), r in zip(taken, results):
             if not fut.done(): fut.set_result(r)
@@ -526,7 +533,9 @@ class Turn:
     def _one_by_one(self, taken:list):
         "Run each item alone: its result, or its own error."
         for item, fut in taken:
+            if fut.done(): continue
             try: r = self.run([item])[0]
+            except Whole as e: r = e.error
             except Exception as e: r = e
             if not fut.done(): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
 
