@@ -1,5 +1,6 @@
 "Hostile input, crashes and bad data (issue 15) through the command line and HTTP; the server-only items 1-4 are in test_serve."
 import json, shutil, signal, sqlite3, subprocess, sys, time
+from contextlib import closing
 from pathlib import Path
 import polars as pl
 import pytest
@@ -41,7 +42,10 @@ def _records(built, n, offset=0) -> list[dict]:
 def _copy_registry(built, tmp_path) -> tuple[Path, Path]:
     "A home holding a private copy of the built registry (for a test that may write to its audit log), and the home."
     home = tmp_path/'home'
-    return Path(shutil.copytree(built['registry'], home/'registry')), home
+    reg = Path(shutil.copytree(built['registry'], home/'registry', ignore=shutil.ignore_patterns('*.sqlite*')))
+    for db in built['registry'].glob('*.sqlite'):     # a served registry's -wal and -shm come and go as it is read:
+        with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(reg/db.name)) as dst: src.backup(dst)
+    return reg, home
 
 
 def _history(home) -> list[dict]:
