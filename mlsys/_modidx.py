@@ -542,6 +542,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.serve._checks': ('serve.html#_checks', 'mlsys/serve.py'),
                              'mlsys.serve._drop': ('serve.html#_drop', 'mlsys/serve.py'),
                              'mlsys.serve._explainer_factory': ('serve.html#_explainer_factory', 'mlsys/serve.py'),
+                             'mlsys.serve._hand': ('serve.html#_hand', 'mlsys/serve.py'),
                              'mlsys.serve._key_ok': ('serve.html#_key_ok', 'mlsys/serve.py'),
                              'mlsys.serve._layout': ('serve.html#_layout', 'mlsys/serve.py'),
                              'mlsys.serve._log_rows': ('serve.html#_log_rows', 'mlsys/serve.py'),

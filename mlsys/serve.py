@@ -518,26 +518,27 @@ class Turn:
         asyncio.get_running_loop().call_soon(self._settle, round, len(self.waiting), left - 1)
 
     def flush(self):
-        "Run what waits, once; hand each its result, or the error to all."
+        "Run what waits, once; hand each its result, or the error: to all (`Whole`), else to those it fails alone."
         taken, self.waiting, self.size = [w for w in self.waiting if not w[1].done()], [], 0   # done: cancelled
         if not taken: return
         try: results = self.run([item for item, _ in taken])
+        except Whole as e: results = [e.error] * len(taken)
         except Exception as e:
-            if len(taken) > 1 and not isinstance(e, Whole): return self._one_by_one(taken)  # who fails alone gets it
-            for _, fut in taken:
-                if not fut.done(): fut.set_exception(e.error if isinstance(e, Whole) else e)
-            return
-        for (_, fut), r in zip(taken, results):
-            if not fut.done(): fut.set_result(r)
+            if len(taken) > 1: return self._one_by_one(taken)
+            results = [e]
+        _hand(taken, results)
 
     def _one_by_one(self, taken:list):
         "Run each item alone: its result, or its own error."
         for item, fut in taken:
-            if fut.done(): continue
             try: r = self.run([item])[0]
             except Whole as e: r = e.error
             except Exception as e: r = e
-            if not fut.done(): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
+            _hand([(item, fut)], [r])
+
+def _hand(taken:list, results:list):
+    "Each waiting future its result, or its error (an exception given as the result)."
+    for (_, fut), r in zip(taken, results): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
 
 def predict_together(model:LoadedModel, values:list[list[list]]) -> list[np.ndarray]:
     "The model's outputs for several requests' values (as `check_records` gives them): one set of arrays, one call."
