@@ -212,8 +212,8 @@ class _Graph:
 
 # %% ../nbs/03_features.ipynb #52ab07a9
 def _g_raw(g:_Graph, t:Transform, col) -> tuple[str, str]:
-    "Graph of a numeric transform's raw value: (value with missing as 0, missing mask)."
-    def bad(x): return g.op('Or', g.op('IsNaN', x), g.op('IsInf', x))
+    "Graph of a numeric transform's raw value and missing mask; the value where missing is for the caller to replace."
+    def bad(x): return g.op('IsNaN', g.op('Sub', x, x))     # NaN or infinite: x - x is NaN, else 0
     x = col(t.column)
     miss = bad(x)
     if t.kind == 'ratio':
@@ -223,18 +223,18 @@ def _g_raw(g:_Graph, t:Transform, col) -> tuple[str, str]:
         x = g.op('Div', g.op('Where', miss, g.const(0.0), x), safe_y)
         miss = g.op('Or', miss, bad(x))
     elif t.kind == 'log1p':
-        x = g.op('Log', g.op('Add', g.op('Max', g.op('Where', miss, g.const(0.0), x), g.const(0.0)), g.const(1.0)))
-    return g.op('Where', miss, g.const(0.0), x), miss
+        x = g.op('Log', g.op('Add', g.op('Max', x, g.const(0.0)), g.const(1.0)))
+    return x, miss
 
 # %% ../nbs/03_features.ipynb #fbede822
 def _g_nums(g:_Graph, ts:list[Transform], col) -> str:
     "Graph of every numeric transform at once: a [batch, 2k] block of (scaled value, missing indicator) pairs."
     plain, derived = [t for t in ts if t.kind == 'numeric'], [t for t in ts if t.kind != 'numeric']
     parts, misses = [], []
-    if plain:                                        # the plain columns as one matrix: four ops for all of them
+    if plain:                                        # the plain columns as one matrix: three ops for all of them
         x = g.op('Concat', *[col(t.column) for t in plain], axis=1)
-        m = g.op('Or', g.op('IsNaN', x), g.op('IsInf', x))
-        parts.append(g.op('Where', m, g.const(0.0), x))
+        parts.append(x)
+        m = g.op('IsNaN', g.op('Sub', x, x))                # missing: NaN or infinite
         misses.append(m)
     for t in derived:
         x, m = _g_raw(g, t, col)
@@ -243,7 +243,7 @@ def _g_nums(g:_Graph, ts:list[Transform], col) -> str:
     order = plain + derived
     vec = lambda a: g.const(np.array([[getattr(t, a) for t in order]]))
     x, m = g.op('Concat', *parts, axis=1), g.op('Concat', *misses, axis=1)
-    x = g.op('Min', g.op('Max', g.op('Where', m, vec('median'), x), vec('lo')), vec('hi'))
+    x = g.op('Min', g.op('Max', g.op('Where', m, vec('median'), x), vec('lo')), vec('hi'))   # missing: the median
     both = g.op('Concat', g.op('Div', g.op('Sub', x, vec('mean')), vec('std')), g.op('Cast', m, to=11), axis=1)
     pos = {id(t): i for i, t in enumerate(order)}
     gather = [j for t in ts for j in (pos[id(t)], len(order) + pos[id(t)])]
@@ -273,8 +273,10 @@ def feature_graph(spec:FeatureSpec, opset:int=18):
     col = lambda c: c
     num = [_g_nums(g, spec.numeric, col)] if spec.numeric else []
     cat = [(_g_bins if t.kind == 'bins' else _g_cat)(g, t, col) for t in spec.categorical]
-    g.nodes.append(helper.make_node('Concat', num or [g.const(np.zeros((1, 0)))], ['num'], axis=1))
-    g.nodes.append(helper.make_node('Concat', cat or [g.const(np.zeros((1, 0), np.int64), np.int64)], ['cat'], axis=1))
+    for out, parts, kind in (('num', num, np.float64), ('cat', cat, np.int64)):   # one part: no Concat to run
+        parts = parts or [g.const(np.zeros((1, 0), kind), kind)]
+        g.nodes.append(helper.make_node('Concat', parts, [out], axis=1) if len(parts) > 1 else
+                       helper.make_node('Identity', parts, [out]))
     outs = [helper.make_tensor_value_info('num', TensorProto.DOUBLE, ['batch', len(spec.num_names)]),
             helper.make_tensor_value_info('cat', TensorProto.INT64, ['batch', len(spec.cat_names)])]
     graph = helper.make_graph(g.nodes, 'features', list(inputs.values()), outs, g.inits)

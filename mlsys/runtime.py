@@ -17,8 +17,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'packed_inputs', 'LoadedModel',
-           'scoring_contract', 'model_source', 'recover', 'PredictionLog', 'log_window']
+__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'packed_inputs', 'fused_blocks',
+           'LoadedModel', 'scoring_contract', 'model_source', 'recover', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -136,6 +136,70 @@ def packed_inputs(model:bytes) -> tuple[bytes, dict[str, list[str]], list[str]]:
     g.node.extend(nodes)
     return m.SerializeToString(), blocks, order
 
+# %% ../nbs/07_runtime.ipynb #a6193841
+def _lookup(n) -> tuple[dict, int]|None:
+    "A plain text lookup's `({key: value}, default)`: a `LabelEncoder` of text keys to int64 values; else None."
+    import onnx
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
+    if (n.op_type != 'LabelEncoder' or n.domain != 'ai.onnx.ml' or len(n.input) != 1 or
+            not {'keys_strings', 'values_int64s'} <= set(a) <= {'keys_strings', 'values_int64s', 'default_int64'}):
+        return None
+    keys = list(a['keys_strings'])
+    if len(set(keys)) != len(keys) or len(keys) != len(a['values_int64s']): return None
+    return dict(zip(keys, a['values_int64s'])), a.get('default_int64', -1)
+
+def _axis(n) -> int:
+    "A `Split`'s or `Concat`'s axis."
+    return next((a.i for a in n.attribute if a.name == 'axis'), 0)
+
+def fused_blocks(model:bytes, blocks:dict[str, list[str]]) -> bytes:
+    "A packed model with its text block's lookups as one; a `Concat` of a block's columns, in order, reads the block."
+    import onnx
+    m = onnx.load_from_string(model)
+    g, h = m.graph, onnx.helper
+    taken, kept = _names(g), {o.name for o in g.output} | _subgraph_reads(g)
+    nodes, splits = list(g.node), {}           # splits: a block (or the codes) -> the Split of it into its columns
+    for n in nodes:
+        if n.op_type == 'Split' and n.input[0] in blocks and list(n.output) == blocks[n.input[0]]:
+            splits[n.input[0]] = n
+    for b, s in list(splits.items()):
+        readers = [[n for n in nodes if c in n.input] for c in s.output]
+        if any(c in kept or len(r) != 1 or _lookup(r[0]) is None for c, r in zip(s.output, readers)): continue
+        les = [r[0] for r in readers]
+        maps = [_lookup(n) for n in les]
+        vocab = sorted(set().union(*(d for d, _ in maps)))
+        w = len(vocab) + 1                     # each column's row of the table: a value per key, then its default
+        table = np.array([[d.get(k, default) for k in vocab] + [default] for d, default in maps], np.int64).ravel()
+        u, f, codes, t, off = (_fresh(f'{b}.{x}', taken) for x in ('union', 'flat', 'codes', 'table', 'offsets'))
+        g.initializer.extend([onnx.numpy_helper.from_array(table, t),
+                              onnx.numpy_helper.from_array(np.arange(len(les), dtype=np.int64)[None] * w, off)])
+        new = [h.make_node('LabelEncoder', [b], [u], domain='ai.onnx.ml', keys_strings=vocab,
+                           values_int64s=list(range(len(vocab))), default_int64=len(vocab)),
+               h.make_node('Add', [u, off], [f]), h.make_node('Gather', [t, f], [codes], axis=0),
+               h.make_node('Split', [codes, *s.input[1:]], [n.output[0] for n in les], axis=1,
+                           **{a.name: h.get_attribute_value(a) for a in s.attribute if a.name != 'axis'})]
+        nodes = [n for n in nodes if n is not s and all(n is not le for le in les)]
+        nodes[:0], splits[codes] = new, new[-1]
+        del splits[b]
+    for s in splits.values():                  # a Concat of all a block's columns, in order: the block itself
+        cols = list(s.output)
+        for n in nodes:
+            ins = list(n.input)
+            at = next((i for i in range(len(ins) - len(cols) + 1) if ins[i:i + len(cols)] == cols), None)
+            if n.op_type != 'Concat' or _axis(n) not in (1, -1) or at is None: continue
+            ins[at:at + len(cols)] = [s.input[0]]
+            del n.input[:]; n.input.extend(ins)
+            if len(ins) == 1: n.op_type = 'Identity'; del n.attribute[:]      # which onnxruntime then removes
+    read = kept | {x for n in nodes for x in n.input}
+    nodes = [n for n in nodes if n.op_type != 'Split' or read & set(n.output)]   # a Split no one reads any more
+    read = kept | {x for n in nodes for x in n.input}
+    unread = [t for t in g.initializer if t.name not in read and t.name not in {i.name for i in g.input}]
+    for t in unread: g.initializer.remove(t)
+    del g.node[:]
+    g.node.extend(nodes)
+    return m.SerializeToString()
+
+
 # %% ../nbs/07_runtime.ipynb #5fefd335
 class LoadedModel:
     "One ONNX model ready to score: its session, contract, inputs, task, threshold, views and version label."
@@ -150,7 +214,9 @@ class LoadedModel:
         if packed:
             try:
                 rewritten, blocks, names = packed_inputs(data)
-                if blocks: self.session, self.packed, order = session(rewritten, threads), blocks, names
+                if blocks:      # and the text block's lookups as one (`fused_blocks`)
+                    self.session = session(fused_blocks(rewritten, blocks), threads)
+                    self.packed, order = blocks, names
             except Exception as e:      # the rewrite fails, or onnxruntime refuses it: the model as exported serves
                 warnings.warn(f'{version}: the packed form does not load, so its inputs stay apart ({e})')
         if not self.packed: self.session = session(data, threads)

@@ -31,8 +31,8 @@ __all__ = ['SHOWN_CHARS', 'MULTIPROC_VARIABLE', 'FAILED_BURST', 'FAILED_RATE', '
            'MAX_ANSWERED', 'FEEDBACK_BYTES', 'LABEL_CHARS', 'ID_PATTERN', 'EXPLAIN_RECORDS', 'SETTINGS_VARIABLE',
            'RequestError', 'read_json', 'check_records', 'parse_records', 'model_arrays', 'values_for', 'online_values',
            'warmup_record', 'canary_bucket', 'Rollout', 'Server', 'multiprocess_metrics', 'client_address', 'Deadlines',
-           'read_body', 'Whole', 'Turn', 'predict_together', 'next_request_id', 'label_text', 'column_schema',
-           'label_schema', 'prediction_schema', 'Endpoint', 'create_app']
+           'read_body', 'Whole', 'Turn', 'Clients', 'predict_together', 'next_request_id', 'label_text',
+           'column_schema', 'label_schema', 'prediction_schema', 'Endpoint', 'create_app']
 
 # %% ../nbs/09_serve.ipynb #e9edba68
 class RequestError(ValueError):
@@ -242,7 +242,7 @@ class Server:
         self.shadow_pending, self._explainers = 0, {}
         self.buckets, self.answered, self.metrics = OrderedDict(), OrderedDict(), _Metrics()   # oldest first
         self.store = None   # the online store, opened when a model with feature views loads
-        self.batch_rows = c.batch_rows   # adaptive batching: see `Turn`
+        self.batch_rows, self.clients = c.batch_rows, Clients()   # adaptive batching: see `Turn`
 
 # %% ../nbs/09_serve.ipynb #32dcd394
 @patch
@@ -435,7 +435,8 @@ async def _score(self:Server, model:LoadedModel, vals:list[list], recs:list, ids
     "Probabilities for the records' values from `model` in the time budget, else from the fallback; their rows logged."
     if ro.fallback is None and not big and self.batch_rows:
         if (turn := getattr(model, '_turn', None)) is None:   # one per loaded model: gone with it
-            turn = model._turn = Turn(functools.partial(self._together, model), self.batch_rows)
+            turn = model._turn = Turn(functools.partial(self._together, model), self.batch_rows,
+                                      everyone=self.clients.__len__)
         return await turn.submit((vals, ids, recs, role, t0), len(recs)), False, model
     p, degraded, used = await self._alone(model, vals, ro, big)
     ms, role = (time.perf_counter() - t0) * 1e3, 'fallback' if degraded else role
@@ -496,8 +497,10 @@ class Turn:
     "Work that concurrent requests hand in over the loop's next turns, done once for all of them."
     def __init__(self, run,         # items -> one result per item, in order
                  limit:int=64,      # the size that runs what waits at once
-                 turns:int=4):      # how many times the batch looks again for more, while each turn brings more
+                 turns:int=4,       # how many times the batch looks again for more, while each turn brings more
+                 everyone=None):    # `() -> n`: no more than n items can be waiting at once; with n, run at once
         self.run, self.limit, self.turns, self.waiting, self.size, self.round = run, limit, turns, [], 0, 0
+        self.everyone = everyone or (lambda: math.inf)
 
     def submit(self, item, size:int=1) -> asyncio.Future:
         "A future of `item`'s result, done with whatever else is handed in until a turn of the loop brings nothing new."
@@ -508,7 +511,7 @@ class Turn:
         fut = loop.create_future()
         self.waiting.append((item, fut))
         self.size += size
-        if self.size >= self.limit: self.flush()
+        if self.size >= self.limit or len(self.waiting) >= self.everyone(): self.flush()
         return fut
 
     def _settle(self, round:int, seen:int, left:int):
@@ -536,6 +539,18 @@ class Turn:
             except Exception as e: r = e
             _hand([(item, fut)], [r])
 
+class Clients:
+    "The clients (an address and port: a connection) that sent a request within the last `seconds`."
+    def __init__(self, seconds:float=1.0): self.seconds, self.last, self.swept = seconds, {}, 0.0
+
+    def seen(self, client, now:float):
+        "`client` sent a request at `now` (monotonic seconds); those quiet for `seconds` are dropped, once a second."
+        self.last[client] = now
+        if now - self.swept > self.seconds:
+            self.last, self.swept = {c: t for c, t in self.last.items() if now - t <= self.seconds}, now
+
+    def __len__(self) -> int: return len(self.last)
+
 def _hand(taken:list, results:list):
     "Each waiting future its result, or its error (an exception given as the result)."
     for (_, fut), r in zip(taken, results): fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
@@ -556,6 +571,7 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
+    self.clients.seen(request.scope.get('client'), t0)    # who may join a batch (`Turn`)
     body = await self._body(request)
     canary = (ro.candidate is not None and ro.canary_share > 0 and
               canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share)

@@ -9,6 +9,8 @@ from conftest import Served, mlsys
 from mlsys.config import run_file
 from mlsys.example import DATASETS, dataset_table
 from mlsys.registry import Registry
+from mlsys.runtime import LoadedModel
+from mlsys.serve import parse_records
 
 SPEED = ['-p', 'trials=0', '-p', 'max_epochs=30', '-p', 'batch_size=64', '-p', 'n_boot=20', '-p', 'explain_rows=20',
          '-p', 'background_rows=10', '--set', 'tracking.mode=disabled']   # a small run; no parameter about the task
@@ -88,6 +90,14 @@ def test_the_server_answers_per_task(task_run):
             assert task_run.table[task_run.target].min() / 2 < np.mean(values) < task_run.table[task_run.target].max() * 2
             assert item['properties']['prediction']['type'] == 'number'
             good, bad = 120_000, 'a lot'
+        exported = LoadedModel(task_run.registry.read(task_run.target, 'production'), 'as exported')
+        recs = _records(task_run, 5)
+        recs[1] = {**recs[1], **{c: None for c, _ in exported.inputs if exported.columns[c].get('nullable', True)}}
+        served = s.client.post('/v1/predict', json={'records': recs}).json()['predictions']
+        want = exported.predict(parse_records(json.dumps({'records': recs}).encode(), exported)[0])
+        got = [p['probabilities'] if kind == 'multiclass' else p['prediction'] for p in served]
+        got = [list(g.values()) if kind == 'multiclass' else g for g in got]   # classes in the model's order
+        assert np.allclose(np.array(got, np.float32), want, atol=1e-6), (got, want)  # packed and fused: as exported
         rid = preds[0]['request_id']
         assert s.client.post('/v1/feedback', json={'request_id': rid, 'label': good}).status_code == 202
         wrong = s.client.post('/v1/feedback', json={'request_id': rid, 'label': bad})
