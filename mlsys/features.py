@@ -215,14 +215,11 @@ def _g_raw(g:_Graph, t:Transform, col) -> tuple[str, str]:
     "Graph of a numeric transform's raw value and missing mask; the value where missing is for the caller to replace."
     def bad(x): return g.op('IsNaN', g.op('Sub', x, x))     # NaN or infinite: x - x is NaN, else 0
     x = col(t.column)
+    if t.kind == 'ratio':       # x / y is NaN or infinite where x is, or y is 0; only y infinite needs its own test
+        x = g.op('Div', x, y := col(t.other))
+        return x, g.op('Or', bad(x), bad(y))
     miss = bad(x)
-    if t.kind == 'ratio':
-        y = col(t.other)
-        miss = g.op('Or', g.op('Or', miss, bad(y)), g.op('Equal', y, g.const(0.0)))
-        safe_y = g.op('Where', miss, g.const(1.0), y)
-        x = g.op('Div', g.op('Where', miss, g.const(0.0), x), safe_y)
-        miss = g.op('Or', miss, bad(x))
-    elif t.kind == 'log1p':
+    if t.kind == 'log1p':
         x = g.op('Log', g.op('Add', g.op('Max', x, g.const(0.0)), g.const(1.0)))
     return x, miss
 
