@@ -492,7 +492,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.score.score_file': ('score.html#score_file', 'mlsys/score.py')},
             'mlsys.serve': { 'mlsys.serve.Clients': ('serve.html#clients', 'mlsys/serve.py'),
                              'mlsys.serve.Clients.__init__': ('serve.html#clients.__init__', 'mlsys/serve.py'),
-                             'mlsys.serve.Clients.__len__': ('serve.html#clients.__len__', 'mlsys/serve.py'),
+                             'mlsys.serve.Clients.count': ('serve.html#clients.count', 'mlsys/serve.py'),
                              'mlsys.serve.Clients.seen': ('serve.html#clients.seen', 'mlsys/serve.py'),
                              'mlsys.serve.Deadlines': ('serve.html#deadlines', 'mlsys/serve.py'),
                              'mlsys.serve.Deadlines.__init__': ('serve.html#deadlines.__init__', 'mlsys/serve.py'),

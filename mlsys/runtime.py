@@ -17,8 +17,8 @@ from .feature_store import FeatureView
 from .tasks import OUTPUTS, score_of, task_from
 
 # %% auto #0
-__all__ = ['LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'packed_inputs', 'fused_blocks',
-           'LoadedModel', 'scoring_contract', 'model_source', 'recover', 'PredictionLog', 'log_window']
+__all__ = ['FUSED_TABLE', 'LOG_SCHEMA', 'SLICE_ROWS', 'LOG_NICE', 'session', 'metadata', 'dictionary_inputs', 'packed_inputs',
+           'fused_blocks', 'LoadedModel', 'scoring_contract', 'model_source', 'recover', 'PredictionLog', 'log_window']
 
 # %% ../nbs/07_runtime.ipynb #58713386
 def session(model,         # an onnx.ModelProto, its bytes, or a path
@@ -152,6 +152,8 @@ def _axis(n) -> int:
     "A `Split`'s or `Concat`'s axis."
     return next((a.i for a in n.attribute if a.name == 'axis'), 0)
 
+FUSED_TABLE = 1 << 16   # entries the fused lookup's table may have beyond four times the lookups' own keys
+
 def fused_blocks(model:bytes, blocks:dict[str, list[str]]) -> bytes:
     "A packed model with its text block's lookups as one; a `Concat` of a block's columns, in order, reads the block."
     import onnx
@@ -169,6 +171,7 @@ def fused_blocks(model:bytes, blocks:dict[str, list[str]]) -> bytes:
         maps = [_lookup(n) for n in les]
         vocab = sorted(set().union(*(d for d, _ in maps)))
         w = len(vocab) + 1                     # each column's row of the table: a value per key, then its default
+        if not vocab or len(maps) * w > max(FUSED_TABLE, 4 * sum(len(d) + 1 for d, _ in maps)): continue  # disjoint
         table = np.array([[d.get(k, default) for k in vocab] + [default] for d, default in maps], np.int64).ravel()
         u, f, codes, t, off = (_fresh(f'{b}.{x}', taken) for x in ('union', 'flat', 'codes', 'table', 'offsets'))
         g.initializer.extend([onnx.numpy_helper.from_array(table, t),
@@ -214,8 +217,11 @@ class LoadedModel:
         if packed:
             try:
                 rewritten, blocks, names = packed_inputs(data)
-                if blocks:      # and the text block's lookups as one (`fused_blocks`)
-                    self.session = session(fused_blocks(rewritten, blocks), threads)
+                if blocks:      # and the text block's lookups as one (`fused_blocks`), where that loads
+                    try: self.session = session(fused_blocks(rewritten, blocks), threads)
+                    except Exception as e:
+                        warnings.warn(f'{version}: the fused form does not load, so its lookups stay apart ({e})')
+                        self.session = session(rewritten, threads)
                     self.packed, order = blocks, names
             except Exception as e:      # the rewrite fails, or onnxruntime refuses it: the model as exported serves
                 warnings.warn(f'{version}: the packed form does not load, so its inputs stay apart ({e})')

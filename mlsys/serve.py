@@ -436,7 +436,7 @@ async def _score(self:Server, model:LoadedModel, vals:list[list], recs:list, ids
     if ro.fallback is None and not big and self.batch_rows:
         if (turn := getattr(model, '_turn', None)) is None:   # one per loaded model: gone with it
             turn = model._turn = Turn(functools.partial(self._together, model), self.batch_rows,
-                                      everyone=self.clients.__len__)
+                                      everyone=self.clients.count)
         return await turn.submit((vals, ids, recs, role, t0), len(recs)), False, model
     p, degraded, used = await self._alone(model, vals, ro, big)
     ms, role = (time.perf_counter() - t0) * 1e3, 'fallback' if degraded else role
@@ -540,16 +540,21 @@ class Turn:
             _hand([(item, fut)], [r])
 
 class Clients:
-    "The clients (an address and port: a connection) that sent a request within the last `seconds`."
-    def __init__(self, seconds:float=1.0): self.seconds, self.last, self.swept = seconds, {}, 0.0
+    "How many clients (an address and port: a connection) sent a request within the last `seconds`."
+    def __init__(self, seconds:float=1.0):
+        self.seconds, self.last, self.swept, self.now, self.shared = seconds, {}, 0.0, 0.0, -math.inf
 
-    def seen(self, client, now:float):
-        "`client` sent a request at `now` (monotonic seconds); those quiet for `seconds` are dropped, once a second."
-        self.last[client] = now
-        if now - self.swept > self.seconds:
+    def seen(self, client, now:float, alone:bool=True):
+        "`client` sent a request at `now` (monotonic seconds); `alone`: its connection carries one request at a time."
+        self.now = now
+        if client is None or not alone: self.shared = now     # a unix socket or HTTP/2: one connection, many requests
+        else: self.last[client] = now
+        if now - self.swept > self.seconds:                  # those quiet for `seconds` go, once a second
             self.last, self.swept = {c: t for c, t in self.last.items() if now - t <= self.seconds}, now
 
-    def __len__(self) -> int: return len(self.last)
+    def count(self) -> float:
+        "The clients lately seen; infinite while requests that may share a connection came within `seconds`."
+        return math.inf if self.now - self.shared <= self.seconds else len(self.last)
 
 def _hand(taken:list, results:list):
     "Each waiting future its result, or its error (an exception given as the result)."
@@ -571,7 +576,8 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     if (refused := self.guard(request)): return refused
     if not self.ready: return 503, dict(error='no model loaded yet', reason=self.load_error)
     t0, rid, ro = time.perf_counter(), next_request_id(), self.rollout
-    self.clients.seen(request.scope.get('client'), t0)    # who may join a batch (`Turn`)
+    http1 = request.scope.get('http_version', '1.1') in ('1.0', '1.1')      # ASGI: 1.1 when not given
+    self.clients.seen(request.scope.get('client'), t0, http1)             # who may join a batch (`Turn`)
     body = await self._body(request)
     canary = (ro.candidate is not None and ro.canary_share > 0 and
               canary_bucket(request.headers.get('x-request-key') or rid) < ro.canary_share)
