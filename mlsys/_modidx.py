@@ -556,6 +556,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.serve._members': ('serve.html#_members', 'mlsys/serve.py'),
                              'mlsys.serve._name': ('serve.html#_name', 'mlsys/serve.py'),
                              'mlsys.serve._obj': ('serve.html#_obj', 'mlsys/serve.py'),
+                             'mlsys.serve._observe': ('serve.html#_observe', 'mlsys/serve.py'),
                              'mlsys.serve._presented_key': ('serve.html#_presented_key', 'mlsys/serve.py'),
                              'mlsys.serve._problem': ('serve.html#_problem', 'mlsys/serve.py'),
                              'mlsys.serve._request_time': ('serve.html#_request_time', 'mlsys/serve.py'),

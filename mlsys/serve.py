@@ -591,12 +591,16 @@ async def _predict(self:Server, request) -> tuple[int, dict]:
     p, degraded, used = await self._score(model, vals, recs, ids, role, t0, ro, big)   # logged: in the journal now
     if ro.shadow and ro.candidate is not None: self._shadow(ro.candidate, model, vals, recs, ids)
     observed = self.metrics.value if used.kind == 'regression' else self.metrics.probability
-    for q in score_of(used.task, p): observed.observe(float(q))
+    asyncio.get_running_loop().call_soon(_observe, observed, score_of(used.task, p))   # after the answer is sent
     self._answered(rid, len(recs) if batch else 0)
     preds = [dict(request_id=i, **used.answer(q)) for i, q in zip(ids, p)]
     for d, m in zip(preds, missing):
         if m: d['features_missing'] = m
     return 200, dict(request_id=rid, model_version=used.version, degraded=degraded, predictions=preds)
+
+def _observe(histogram, values):
+    "Each value into the histogram: a request's scores, once its answer is sent."
+    for q in values.tolist(): histogram.observe(q)
 
 @patch
 def _answered(self:Server, rid:str, n:int):
@@ -842,13 +846,14 @@ class Endpoint:
         elif status in (408, 413): headers = [(b'connection', b'close')]
         if (n := self.counted.get(status)) is None:
             n = self.counted[status] = self.requests.labels(self.route, str(status))
-        n.inc()
-        self.latency.observe(time.perf_counter() - t0)
-        if isinstance(body, Response): return await body(scope, receive, send)
-        data = orjson.dumps(body)
-        await send({'type': 'http.response.start', 'status': status,
-                    'headers': [(b'content-length', str(len(data)).encode()), _JSON, *headers]})
-        await send({'type': 'http.response.body', 'body': data})
+        took = time.perf_counter() - t0
+        try:
+            if isinstance(body, Response): return await body(scope, receive, send)
+            data = orjson.dumps(body)
+            await send({'type': 'http.response.start', 'status': status,
+                        'headers': [(b'content-length', str(len(data)).encode()), _JSON, *headers]})
+            await send({'type': 'http.response.body', 'body': data})
+        finally: n.inc(); self.latency.observe(took)     # once the answer is on its way: the client does not wait
 
 # %% ../nbs/09_serve.ipynb #15897a5f
 @patch
