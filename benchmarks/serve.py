@@ -8,7 +8,9 @@
    written every 0.2 s), and the same with `serve.pack_inputs = false` (the model's columns fed one array each, as
    exported, rather than in two blocks). Servers pinned to core 0, wrk to core 1; they take turns, three rounds of
    each concurrency, and the median round is shown. P50/P95/P99 latency and requests per second, the ratios to the
-   floor, durable over not durable, and packed over not packed.
+   floor, durable over not durable, and packed over not packed, and each server's CPU time a request (all its
+   threads, and the kernel's work on loopback that its writes pay for, from /proc): unlike a median at concurrency
+   1, it does not depend on how soon an idle core wakes (see the serve notebook).
 1b. The amplification body of issue 15 (349,000 empty records, just under 1 MB) sent again and again to `mlsys serve`
    while `/healthz` is asked every 10 ms: the worst and the median `/healthz` time, and the size of the big answer.
 2. The raw onnxruntime call for the same record in-process (prepared arrays; and from the JSON body, parsed and
@@ -80,7 +82,13 @@ def wrk(url, lua, conns, seconds):
                          capture_output=True, text=True).stdout
     p50, p95, p99, n, dur, errors = out.split('RESULT ')[1].split()
     return dict(p50=float(p50) / 1e3, p95=float(p95) / 1e3, p99=float(p99) / 1e3, rps=int(n) / (int(dur) / 1e6),
-                errors=int(errors))
+                errors=int(errors), n=int(n))
+
+
+def cpu_seconds(pid):
+    "The CPU time a process (all its threads) has used so far, in seconds."
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')   # utime, stime
 
 
 def median_us(f, n=3000):
@@ -150,7 +158,7 @@ def main(seconds):
     serve = lambda p: [str(BIN/'mlsys'), 'serve', '--model', str(model_path), '--port', str(p)]
     const = lambda mod: lambda p: [str(BIN/'uvicorn'), f'{mod}:app', '--app-dir', str(tmp), '--port', str(p),
                                    '--log-level', 'warning', '--no-access-log']
-    servers, procs = {}, []
+    servers, procs, pids = {}, [], {}
     try:
         for i, (name, args_of, durable, pack) in enumerate((
                 ('floor (Starlette constant)', const('floor_app'), None, None),
@@ -163,6 +171,7 @@ def main(seconds):
             ready = ((lambda: httpx.get(url + '/readyz', timeout=1).status_code == 200) if durable else
                      (lambda: httpx.post(url + '/v1/predict', content=body, timeout=1).status_code == 200))
             proc, took = start(args_of(p), ready, env); procs.append(proc); servers[name] = url
+            pids[name] = proc.pid
             if durable == 'true':
                 rss = int(Path(f'/proc/{proc.pid}/status').read_text().split('VmRSS:')[1].split()[0]) / 1024
                 print(f"{name} cold start: {took:.2f} s to ready; {rss:.0f} MB resident once ready\n")
@@ -174,19 +183,22 @@ def main(seconds):
         for c in (1, 8, 32):
             for _ in range(ROUNDS):
                 for name, url in servers.items():
-                    runs[name][c].append(wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds))
+                    before = cpu_seconds(pids[name])
+                    r = wrk(url + '/v1/predict', str(tmp/'post.lua'), c, seconds)
+                    r['cpu'] = (cpu_seconds(pids[name]) - before) / max(r['n'], 1) * 1e6   # us a request
+                    runs[name][c].append(r)
         results = {name: {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in byc.items()}
                    for name, byc in runs.items()}
     finally:
         for proc in procs: proc.terminate(); proc.wait()
     floor = results['floor (Starlette constant)']
     print(f"{'server':28s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>9s} {'errors':>6s} "
-          f"{'p50/floor':>9s} {'rps/floor':>9s}")
+          f"{'p50/floor':>9s} {'rps/floor':>9s} {'CPU us/req':>10s}")
     for name, rs in results.items():
         for c, r in rs.items():
             print(f"{name:28s} {c:4d} {r['p50']:8.3f} {r['p95']:8.3f} {r['p99']:8.3f} {r['rps']:9.0f} "
                   f"{int(r['errors']):6d} "
-                  f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f}")
+                  f"{r['p50'] / floor[c]['p50']:9.2f} {r['rps'] / floor[c]['rps']:9.2f} {r['cpu']:10.1f}")
     print(f"\nmlsys p50 at concurrency 1 over the in-process raw call: "
           f"{results['mlsys serve'][1]['p50'] * 1e3 / raw:.1f}x")
     dur, fast = results['mlsys serve'], results['mlsys serve, log not durable']
