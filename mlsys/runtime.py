@@ -149,7 +149,7 @@ def _lookup(n) -> tuple[dict, int]|None:
     return dict(zip(keys, a['values_int64s'])), a.get('default_int64', -1)
 
 def _axis(n) -> int:
-    "A `Split`'s or `Concat`'s axis."
+    "A node's `axis` attribute (0 when it has none)."
     return next((a.i for a in n.attribute if a.name == 'axis'), 0)
 
 FUSED_TABLE = 1 << 16   # entries the fused lookup's table may have beyond four times the lookups' own keys
@@ -166,9 +166,9 @@ def fused_blocks(model:bytes, blocks:dict[str, list[str]]) -> bytes:
             splits[n.input[0]] = n
     for b, s in list(splits.items()):
         readers = [[n for n in nodes if c in n.input] for c in s.output]
-        if any(c in kept or len(r) != 1 or _lookup(r[0]) is None for c, r in zip(s.output, readers)): continue
+        if any(c in kept or len(r) != 1 for c, r in zip(s.output, readers)): continue
         les = [r[0] for r in readers]
-        maps = [_lookup(n) for n in les]
+        if None in (maps := [_lookup(n) for n in les]): continue
         vocab = sorted(set().union(*(d for d, _ in maps)))
         w = len(vocab) + 1                     # each column's row of the table: a value per key, then its default
         if not vocab or len(maps) * w > max(FUSED_TABLE, 4 * sum(len(d) + 1 for d, _ in maps)): continue  # disjoint
@@ -187,16 +187,17 @@ def fused_blocks(model:bytes, blocks:dict[str, list[str]]) -> bytes:
     for s in splits.values():                  # a Concat of all a block's columns, in order: the block itself
         cols = list(s.output)
         for n in nodes:
+            if n.op_type != 'Concat' or _axis(n) not in (1, -1): continue
             ins = list(n.input)
             at = next((i for i in range(len(ins) - len(cols) + 1) if ins[i:i + len(cols)] == cols), None)
-            if n.op_type != 'Concat' or _axis(n) not in (1, -1) or at is None: continue
+            if at is None: continue
             ins[at:at + len(cols)] = [s.input[0]]
             del n.input[:]; n.input.extend(ins)
             if len(ins) == 1: n.op_type = 'Identity'; del n.attribute[:]      # which onnxruntime then removes
     read = kept | {x for n in nodes for x in n.input}
     nodes = [n for n in nodes if n.op_type != 'Split' or read & set(n.output)]   # a Split no one reads any more
-    read = kept | {x for n in nodes for x in n.input}
-    unread = [t for t in g.initializer if t.name not in read and t.name not in {i.name for i in g.input}]
+    read = kept | {x for n in nodes for x in n.input} | {i.name for i in g.input}
+    unread = [t for t in g.initializer if t.name not in read]
     for t in unread: g.initializer.remove(t)
     del g.node[:]
     g.node.extend(nodes)
