@@ -664,6 +664,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.train.evaluate_split': ('train.html#evaluate_split', 'mlsys/train.py'),
                              'mlsys.train.finish_tracking': ('train.html#finish_tracking', 'mlsys/train.py'),
                              'mlsys.train.fit': ('train.html#fit', 'mlsys/train.py'),
+                             'mlsys.train.fusable': ('train.html#fusable', 'mlsys/train.py'),
                              'mlsys.train.load_network': ('train.html#load_network', 'mlsys/train.py'),
                              'mlsys.train.make_loggers': ('train.html#make_loggers', 'mlsys/train.py'),
                              'mlsys.train.make_trainer': ('train.html#make_trainer', 'mlsys/train.py'),

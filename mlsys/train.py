@@ -32,11 +32,11 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule', 'Embeddings',
-           'TabularNet', 'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer',
-           'make_loggers', 'finish_tracking', 'end_process_group', 'network_path', 'network_class', 'fit', 'tune',
-           'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task',
-           'load_network', 'plot_learning_curves']
+__all__ = ['FUSED_DEVICES', 'DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule',
+           'Embeddings', 'TabularNet', 'fusable', 'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping',
+           'ModelCheckpoint', 'make_trainer', 'make_loggers', 'finish_tracking', 'end_process_group', 'network_path',
+           'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split',
+           'run_train', 'run_task', 'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -209,10 +209,17 @@ def on_validation_epoch_end(self:TabularModule):
     self.log_dict({k: m for k, m in logged.items() if m.update_count})   # a `validation_step` of yours may not
 
 # %% ../nbs/04_train.ipynb #4df1c1a8
+FUSED_DEVICES = ('cpu', 'cuda')   # where torch has a fused AdamW kernel
+
+def fusable(params) -> bool:
+    "Whether AdamW can update `params` with its fused kernel: floating-point tensors, all on a CPU or CUDA device."
+    return all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+
 @patch
 def configure_optimizers(self:TabularModule):
-    "AdamW, with a cosine learning-rate schedule over `max_epochs`."
-    opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    "AdamW (its fused kernel where the parameters allow), with a cosine learning-rate schedule over `max_epochs`."
+    params = list(self.parameters())
+    opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=fusable(params) or None)
     return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))]
 
 # %% ../nbs/04_train.ipynb #1f255f2b
