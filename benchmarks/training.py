@@ -3,9 +3,11 @@
 100,000 rows (the example features resampled), 5 epochs, a validation pass with AUROC after each epoch in both,
 batch sizes 256 and 1,024. Lightning runs twice: lean (no logger, no checkpoints) and as the train stage runs it
 (CSV + wandb offline tracking, best and last checkpoints written atomically). The Trainer's fixed start-up cost is
-measured as a fit of one batch minus a plain step. `--profile` prints where Lightning's per-step time goes.
-On a machine whose cores others are using, `--threads 1` keeps torch's two-thread barriers from stalling on a
-descheduled thread (runs of the same fit then vary by 10x); the ratios are the overhead's share either way.
+measured as a fit of one batch minus a plain step. The plain loop also runs with torch's default AdamW on the CPU
+(the train stage asks for the fused kernel): the fused / default ratio is what that choice saves. `--profile` prints
+where Lightning's per-step time goes. On a machine whose cores others are using, `--threads 1` keeps torch's
+two-thread barriers from stalling on a descheduled thread (runs of the same fit then vary by 10x); the ratios are the
+overhead's share either way.
 
     python benchmarks/training.py [--rows 100000] [--epochs 5] [--repeats 3] [--threads 2] [--profile]
 """
@@ -32,12 +34,15 @@ class Data(TabularData):
         self.tensors['train'] = tuple(t[idx] for t in self.tensors['train'])
 
 
-def plain(dm, epochs):
+def plain(dm, epochs, fused=True):
     "The loop a careful person writes by hand: same batches, optimizer, schedule and per-epoch validation."
     torch.manual_seed(0)
     model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, dm.task.to_dict(), max_epochs=epochs,
                        **HP)
     opt, _ = model.configure_optimizers(); opt, sched = opt[0], _[0]
+    if not fused:   # torch's default AdamW on the CPU, as the train stage used before it asked for the fused kernel
+        opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     for epoch in range(epochs):
         model.train()
         for num, cat, y in EpochBatches(dm.tensors['train'], dm.batch_size, True, 0, epoch=lambda: epoch):
@@ -81,16 +86,18 @@ def main():
     for bs in (256, 1024):
         dm = Data(run_dir, a.rows, bs)
         steps = a.epochs * (a.rows // bs + 1)
-        runs = {k: [] for k in ('plain', 'lean', 'tracked')}
+        runs = {k: [] for k in ('plain', 'lean', 'tracked', 'unfused')}
         for _ in range(a.repeats):
             runs['plain'].append(timed(lambda: plain(dm, a.epochs)))
+            runs['unfused'].append(timed(lambda: plain(dm, a.epochs, fused=False)))
             runs['lean'].append(timed(lambda: lightning(dm, a.epochs, False, tempfile.mkdtemp())))
             runs['tracked'].append(timed(lambda: lightning(dm, a.epochs, True, tempfile.mkdtemp())))
         m = {k: statistics.median(v) for k, v in runs.items()}
         print(f"batch {bs:5}: plain {m['plain']:6.2f} s | Lightning lean {m['lean']:6.2f} s "
               f"({m['lean'] / m['plain']:.2f}x, {(m['lean'] - m['plain']) / steps * 1e3:+.2f} ms/step) | "
               f"with tracking+checkpoints {m['tracked']:6.2f} s "
-              f"({m['tracked'] / m['plain']:.2f}x)")
+              f"({m['tracked'] / m['plain']:.2f}x) | plain with torch's default AdamW {m['unfused']:6.2f} s "
+              f"(fused / default {m['plain'] / m['unfused']:.2f}x)")
     dm = Data(run_dir, 1024, 256)
     one = statistics.median(timed(lambda: lightning(dm, 1, False, tempfile.mkdtemp())) for _ in range(a.repeats))
     step = statistics.median(timed(lambda: plain(dm, 1)) for _ in range(a.repeats))
