@@ -33,10 +33,10 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
 
 # %% auto #0
 __all__ = ['FUSED_DEVICES', 'DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule',
-           'Embeddings', 'TabularNet', 'fusable', 'AtomicCheckpointIO', 'NoProfiler', 'EarlyStopping',
-           'ModelCheckpoint', 'make_trainer', 'make_loggers', 'finish_tracking', 'end_process_group', 'network_path',
-           'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict', 'evaluate_split',
-           'run_train', 'run_task', 'load_network', 'plot_learning_curves']
+           'Embeddings', 'draws_one_by_one', 'Dropout', 'TabularNet', 'fusable', 'AtomicCheckpointIO', 'NoProfiler',
+           'EarlyStopping', 'ModelCheckpoint', 'make_trainer', 'make_loggers', 'finish_tracking', 'end_process_group',
+           'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict',
+           'evaluate_split', 'run_train', 'run_task', 'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -60,7 +60,7 @@ class EpochBatches(torch.utils.data.IterableDataset):
         return k // world if self.shuffle else len(range(r, k, world))
 
     def __iter__(self):
-        for idx in self._batches(): yield tuple(t[idx] for t in self.tensors)
+        for idx in self._batches(): yield tuple(t.index_select(0, idx) for t in self.tensors)
 
 # %% ../nbs/04_train.ipynb #2f6689df
 class TabularData(L.LightningDataModule):
@@ -153,6 +153,28 @@ class Embeddings(nn.ModuleList):
         return torch.cat([e(cat[:, i]) for i, e in enumerate(self)], 1)
 
 
+# %% ../nbs/04_train.ipynb #bf80a758
+@functools.cache
+def draws_one_by_one() -> bool:
+    "Whether torch's CPU `bernoulli_` draws each element from its Mersenne Twister (not MKL's generator, on Intel)."
+    mask = torch.empty(64, dtype=torch.float64).bernoulli_(0.5, generator=torch.Generator().manual_seed(0))
+    draws = torch.rand(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return bool((mask.bool() == (draws < 0.5)).all())
+
+
+# %% ../nbs/04_train.ipynb #88390c83
+class Dropout(nn.Dropout):
+    "`nn.Dropout`, its CPU mask drawn 16 bits an element from torch's generator where `bernoulli_` draws one by one."
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        k = round(self.p * 65536)                    # the drop probability, in 65,536ths
+        if not (self.training and 0 < k < 65536 and x.device.type == 'cpu' and x.is_floating_point()
+                and draws_one_by_one()): return super().forward(x)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:n].view(x.shape)
+        keep = torch.ge(bits, k - 32768, out=torch.empty_like(x)).mul_(65536 / (65536 - k))
+        return x.mul_(keep) if self.inplace else x * keep
+
+
 # %% ../nbs/04_train.ipynb #622e1f87
 class TabularNet(TabularModule):
     "An MLP over numeric features and embeddings of categorical ones, with one output per class (or one)."
@@ -163,7 +185,7 @@ class TabularNet(TabularModule):
         self.embs = Embeddings(nn.Embedding(c, min(16, (c + 1) // 2)) for c in cardinalities)
         d, blocks = n_num + sum(e.embedding_dim for e in self.embs), []
         for _ in range(layers):
-            blocks += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU(), Dropout(dropout)]
             d = hidden
         self.mlp = nn.Sequential(*blocks, nn.Linear(d, self.task.n_outputs))
 
