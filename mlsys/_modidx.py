@@ -669,6 +669,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.train.fit': ('train.html#fit', 'mlsys/train.py'),
                              'mlsys.train.fusable': ('train.html#fusable', 'mlsys/train.py'),
                              'mlsys.train.load_network': ('train.html#load_network', 'mlsys/train.py'),
+                             'mlsys.train.lookup': ('train.html#lookup', 'mlsys/train.py'),
                              'mlsys.train.make_loggers': ('train.html#make_loggers', 'mlsys/train.py'),
                              'mlsys.train.make_trainer': ('train.html#make_trainer', 'mlsys/train.py'),
                              'mlsys.train.network_class': ('train.html#network_class', 'mlsys/train.py'),

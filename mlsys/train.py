@@ -33,10 +33,10 @@ for _name in ('lightning.pytorch', 'lightning.fabric'):   # no device banners in
 
 # %% auto #0
 __all__ = ['FUSED_DEVICES', 'DEFAULT_MODEL', 'LONG_RUN_STEPS', 'IGNORED_WARNINGS', 'EpochBatches', 'TabularData', 'TabularModule',
-           'Embeddings', 'draws_one_by_one', 'Dropout', 'TabularNet', 'fusable', 'AtomicCheckpointIO', 'NoProfiler',
-           'EarlyStopping', 'ModelCheckpoint', 'make_trainer', 'make_loggers', 'finish_tracking', 'end_process_group',
-           'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics', 'baseline', 'predict',
-           'evaluate_split', 'run_train', 'run_task', 'load_network', 'plot_learning_curves']
+           'lookup', 'Embeddings', 'draws_one_by_one', 'Dropout', 'TabularNet', 'fusable', 'AtomicCheckpointIO',
+           'NoProfiler', 'EarlyStopping', 'ModelCheckpoint', 'make_trainer', 'make_loggers', 'finish_tracking',
+           'end_process_group', 'network_path', 'network_class', 'fit', 'tune', 'baseline_outputs', 'split_metrics',
+           'baseline', 'predict', 'evaluate_split', 'run_train', 'run_task', 'load_network', 'plot_learning_curves']
 
 # %% ../nbs/04_train.ipynb #24a9b4d4
 class EpochBatches(torch.utils.data.IterableDataset):
@@ -143,6 +143,12 @@ def outputs(self:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> torch.Ten
     return z * self.task.std + self.task.mean
 
 # %% ../nbs/04_train.ipynb #16d507e0
+def lookup(e:nn.Embedding, idx:torch.Tensor) -> torch.Tensor:
+    "`e(idx)`: by `index_select` where `e` is a plain `nn.Embedding`, with none of the options only `F.embedding` has."
+    plain = (type(e) is nn.Embedding and e.padding_idx is None and e.max_norm is None and not e.scale_grad_by_freq
+             and not e.sparse and not e._forward_hooks and not e._forward_pre_hooks)
+    return e.weight.index_select(0, idx) if plain else e(idx)
+
 class Embeddings(nn.ModuleList):
     "One embedding per column of the `cat` block; `forward` puts them side by side."
     def __init__(self, embeddings=()): super().__init__(embeddings)   # `nn.Embedding`s, in the `cat` block's order
@@ -150,7 +156,7 @@ class Embeddings(nn.ModuleList):
     def forward(self, cat:torch.Tensor) -> torch.Tensor:
         "`[batch, sum of the embedding widths]`, float32 (`[batch, 0]` without categorical columns)."
         if not len(self): return cat.new_zeros((len(cat), 0), dtype=torch.float32)
-        return torch.cat([e(cat[:, i]) for i, e in enumerate(self)], 1)
+        return torch.cat([lookup(e, cat[:, i]) for i, e in enumerate(self)], 1)
 
 
 # %% ../nbs/04_train.ipynb #bf80a758
