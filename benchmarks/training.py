@@ -6,7 +6,9 @@ batch sizes 256 and 1,024. Lightning runs twice: lean (no logger, no checkpoints
 measured as a fit of one batch minus a plain step. The plain loop also runs with torch's default AdamW on the CPU
 (the train stage asks for the fused kernel): the fused / default ratio is what that choice saves. And it runs with
 `nn.Dropout` in place of `mlsys.train.Dropout` (which draws its CPU mask 16 bits an element where torch draws it one
-element at a time: every CPU but Intel's): the ours / torch's ratio is what that saves. `--profile` prints
+element at a time: every CPU but Intel's): the ours / torch's ratio is what that saves. And with each embedding
+called as a module (`nn.Embedding`'s backward adds one row at a time on the CPU) in place of `mlsys.train.lookup`'s
+`index_select`: the lookup / module ratio. `--profile` prints
 where Lightning's per-step time goes. On a machine whose cores others are using, `--threads 1` keeps torch's
 two-thread barriers from stalling on a descheduled thread (runs of the same fit then vary by 10x); the ratios are the
 overhead's share either way.
@@ -37,7 +39,7 @@ class Data(TabularData):
         self.tensors['train'] = tuple(t[idx] for t in self.tensors['train'])
 
 
-def plain(dm, epochs, fused=True, our_dropout=True):
+def plain(dm, epochs, fused=True, our_dropout=True, our_lookup=True):
     "The loop a careful person writes by hand: same batches, optimizer, schedule and per-epoch validation."
     torch.manual_seed(0)
     model = TabularNet(dm.tensors['train'][0].shape[1], dm.cardinalities, dm.task.to_dict(), max_epochs=epochs,
@@ -45,6 +47,8 @@ def plain(dm, epochs, fused=True, our_dropout=True):
     if not our_dropout:   # torch's own, as the train stage used before `mlsys.train.Dropout`
         for i, m in enumerate(model.mlp):
             if isinstance(m, Dropout): model.mlp[i] = nn.Dropout(m.p)
+    if not our_lookup:    # each embedding called as a module, as the train stage did before `mlsys.train.lookup`
+        model.embs.forward = lambda cat: torch.cat([e(cat[:, i]) for i, e in enumerate(model.embs)], 1)
     opt, _ = model.configure_optimizers(); opt, sched = opt[0], _[0]
     if not fused:   # torch's default AdamW on the CPU, as the train stage used before it asked for the fused kernel
         opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
@@ -92,11 +96,12 @@ def main():
     for bs in (256, 1024):
         dm = Data(run_dir, a.rows, bs)
         steps = a.epochs * (a.rows // bs + 1)
-        runs = {k: [] for k in ('plain', 'lean', 'tracked', 'unfused', 'torch dropout')}
+        runs = {k: [] for k in ('plain', 'lean', 'tracked', 'unfused', 'torch dropout', 'module lookup')}
         for _ in range(a.repeats):
             runs['plain'].append(timed(lambda: plain(dm, a.epochs)))
             runs['unfused'].append(timed(lambda: plain(dm, a.epochs, fused=False)))
             runs['torch dropout'].append(timed(lambda: plain(dm, a.epochs, our_dropout=False)))
+            runs['module lookup'].append(timed(lambda: plain(dm, a.epochs, our_lookup=False)))
             runs['lean'].append(timed(lambda: lightning(dm, a.epochs, False, tempfile.mkdtemp())))
             runs['tracked'].append(timed(lambda: lightning(dm, a.epochs, True, tempfile.mkdtemp())))
         m = {k: statistics.median(v) for k, v in runs.items()}
@@ -105,7 +110,8 @@ def main():
               f"with tracking+checkpoints {m['tracked']:6.2f} s "
               f"({m['tracked'] / m['plain']:.2f}x) | plain with torch's default AdamW {m['unfused']:6.2f} s "
               f"(fused / default {m['plain'] / m['unfused']:.2f}x) | plain with nn.Dropout {m['torch dropout']:6.2f} s "
-              f"(ours / torch's {m['plain'] / m['torch dropout']:.2f}x)")
+              f"(ours / torch's {m['plain'] / m['torch dropout']:.2f}x) | plain with embeddings called as modules "
+              f"{m['module lookup']:6.2f} s (lookup / module {m['plain'] / m['module lookup']:.2f}x)")
     dm = Data(run_dir, 1024, 256)
     one = statistics.median(timed(lambda: lightning(dm, 1, False, tempfile.mkdtemp())) for _ in range(a.repeats))
     step = statistics.median(timed(lambda: plain(dm, 1)) for _ in range(a.repeats))
