@@ -346,10 +346,10 @@ def _inputs(self:Explainer, num, cat):
     return torch.cat([num, *[e(cat[:, i]) for i, e in enumerate(self.model.embs)]], 1).detach()
 
 @patch
-def _head(self:Explainer, x):
-    "A `TabularNet`'s explained outputs from its first-layer inputs."
-    z = self.model.mlp(x)
-    return self._scale(z if self.task.kind == 'multiclass' else z.squeeze(1))
+def _head(self:Explainer, x, target=None):
+    "The sum of a `TabularNet`'s explained outputs (each row's `target` class's) over rows, from first-layer inputs."
+    z = self._scale(self.model.mlp(x))
+    return (z if target is None else z.gather(1, target[:, None])).sum().reshape(1)
 
 # %% ../nbs/05_evaluate.ipynb #d3d69feb
 @patch
@@ -378,9 +378,9 @@ def values(self:Explainer, num:torch.Tensor, cat:torch.Tensor, target=None, chun
 def _gradients(self:Explainer, num, cat, target) -> np.ndarray:
     "Expected gradients of a `TabularNet` over its background, by Gauss-Legendre quadrature, summed by raw column."
     k, x = len(self.background), self._inputs(num, cat)
-    kw = {} if target is None else dict(target=target.repeat_interleave(k))
+    classes = None if target is None else (target.repeat_interleave(k),)   # an argument of `_head`'s, per row
     a = self._ig.attribute(x.repeat_interleave(k, 0), self.background.repeat(len(x), 1), n_steps=self.steps,
-                           method='gausslegendre', internal_batch_size=32_768, **kw)
+                           method='gausslegendre', internal_batch_size=32_768, additional_forward_args=classes)
     return a.reshape(len(x), k, -1).mean(1).detach().numpy() @ self.weights
 
 # %% ../nbs/05_evaluate.ipynb #d04e43a3
