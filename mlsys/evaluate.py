@@ -22,13 +22,13 @@ from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, lo
                          predict, run_task)
 
 # %% auto #0
-__all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold', 'bootstrap',
-           'multiclass_metrics', 'point_metrics', 'task_bootstrap', 'calibration', 'slice_metrics', 'fairness_report',
-           'task_group_metrics', 'task_fairness', 'mitigate', 'column_weights', 'Explainer', 'transform_players',
-           'explainer_from_artifacts', 'plot_summary', 'plot_dependence', 'split_scores', 'task_figures',
-           'evaluate_model', 'explain_model', 'plot_calibration', 'plot_selection_rates', 'plot_confusion',
-           'plot_regression', 'fairness_table', 'model_card', 'card_html', 'run_evaluate', 'report_head',
-           'report_plots']
+__all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold',
+           'resample_counts', 'counted_metrics', 'bootstrap', 'multiclass_metrics', 'point_metrics', 'task_bootstrap',
+           'calibration', 'slice_metrics', 'fairness_report', 'task_group_metrics', 'task_fairness', 'mitigate',
+           'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
+           'plot_dependence', 'split_scores', 'task_figures', 'evaluate_model', 'explain_model', 'plot_calibration',
+           'plot_selection_rates', 'plot_confusion', 'plot_regression', 'fairness_table', 'model_card', 'card_html',
+           'run_evaluate', 'report_head', 'report_plots']
 
 # %% ../nbs/05_evaluate.ipynb #cc8e4e44
 _SCORE_METRICS = dict(roc_auc=roc_auc, pr_auc=skm.average_precision_score,
@@ -66,20 +66,53 @@ def choose_threshold(y:np.ndarray, p:np.ndarray, policy:str='f1', cost_fp:float=
     else: raise ValueError(f"unknown threshold policy {policy!r}: f1 or cost")
     return float(th[np.argmin(score)])
 
-# %% ../nbs/05_evaluate.ipynb #2b34e508
+# %% ../nbs/05_evaluate.ipynb #21317e78
+def resample_counts(rng:np.random.Generator, n:int, draws:int, cells:int=4_000_000):
+    "`draws` bootstrap resamples of `n` rows as counts (resamples × rows), in blocks of at most `cells` counts."
+    block = max(1, cells // max(n, 1))
+    for s in range(0, draws, block):
+        yield np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(min(block, draws - s))]
+                       ).astype(float)
+
+
+# %% ../nbs/05_evaluate.ipynb #0448d579
+def counted_metrics(W:np.ndarray,      # resamples × rows: how often each resample drew each row
+                    y:np.ndarray, p:np.ndarray, threshold:float, keys) -> dict[str, np.ndarray]:
+    "`binary_metrics`' `keys` of every resample given as counts, those that hold both classes."
+    y, p = np.asarray(y).astype(int), np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    pos, out = y == 1, {}
+    n1 = W @ pos; n0 = len(y) - n1
+    if {'roc_auc', 'pr_auc'} & set(keys):
+        order = np.argsort(p, kind='stable')
+        starts = np.flatnonzero(np.r_[True, p[order][1:] != p[order][:-1]])    # each distinct score, ascending
+        a1 = np.add.reduceat(W[:, order] * pos[order], starts, axis=1)          # positives drawn at each score
+        a0 = np.add.reduceat(W[:, order], starts, axis=1) - a1
+        with np.errstate(invalid='ignore', divide='ignore'):                      # one class: left out below
+            out['roc_auc'] = (a1 * (np.cumsum(a0, axis=1) - a0 / 2)).sum(1) / (n1 * n0)
+            tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
+            prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+            out['pr_auc'] = (np.diff(tp / n1[:, None], axis=1, prepend=0) * prec).sum(1)
+    out['log_loss'] = W @ -(y * np.log(p) + (1 - y) * np.log1p(-p)) / len(y)
+    out['brier'] = W @ (p - y) ** 2 / len(y)
+    pred = p >= threshold
+    tp, fp = W @ (pred & pos), W @ (pred & ~pos)
+    out['precision'], out['recall'] = tp / np.maximum(tp + fp, 1), tp / np.maximum(n1, 1)
+    out['f1'] = 2 * out['precision'] * out['recall'] / np.maximum(out['precision'] + out['recall'], 1e-12)
+    both = (n1 > 0) & (n0 > 0)
+    return {k: out[k][both] for k in keys}
+
+
+# %% ../nbs/05_evaluate.ipynb #d52640a9
 def bootstrap(y:np.ndarray, p:np.ndarray, threshold:float=0.5, n:int=500, alpha:float=0.05, seed:int=0,
               keys=('roc_auc', 'pr_auc', 'log_loss', 'brier', 'precision', 'recall', 'f1')) -> dict:
     "Each metric's point estimate and `1 - alpha` percentile interval over `n` bootstrap resamples."
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    rng, draws = np.random.default_rng(seed), {k: [] for k in keys}
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        if y[i].min() == y[i].max(): continue
-        m = binary_metrics(y[i], p[i], threshold, scores=[k for k in keys if k in _SCORE_METRICS])
-        for k in keys: draws[k].append(m[k])
-    point = binary_metrics(y, p, threshold)
+    rng = np.random.default_rng(seed)
+    blocks = [counted_metrics(W, y, p, threshold, keys) for W in resample_counts(rng, len(y), n)]
+    draws, point = {k: np.concatenate([b[k] for b in blocks]) for k in keys}, binary_metrics(y, p, threshold)
     return {k: dict(value=point[k], low=float(np.quantile(v, alpha / 2)), high=float(np.quantile(v, 1 - alpha / 2)),
                     resamples=len(v)) for k, v in draws.items()}
+
 
 # %% ../nbs/05_evaluate.ipynb #e5cb45c9
 def multiclass_metrics(y:np.ndarray,  # class indices
