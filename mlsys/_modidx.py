@@ -180,6 +180,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mlsys.evaluate.mitigate': ('evaluate.html#mitigate', 'mlsys/evaluate.py'),
                                 'mlsys.evaluate.model_card': ('evaluate.html#model_card', 'mlsys/evaluate.py'),
                                 'mlsys.evaluate.multiclass_metrics': ('evaluate.html#multiclass_metrics', 'mlsys/evaluate.py'),
+                                'mlsys.evaluate.parity': ('evaluate.html#parity', 'mlsys/evaluate.py'),
                                 'mlsys.evaluate.plot_calibration': ('evaluate.html#plot_calibration', 'mlsys/evaluate.py'),
                                 'mlsys.evaluate.plot_confusion': ('evaluate.html#plot_confusion', 'mlsys/evaluate.py'),
                                 'mlsys.evaluate.plot_dependence': ('evaluate.html#plot_dependence', 'mlsys/evaluate.py'),

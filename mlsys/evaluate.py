@@ -24,8 +24,8 @@ from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, lo
 # %% auto #0
 __all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold',
            'resample_counts', 'counted_metrics', 'bootstrap', 'multiclass_metrics', 'point_metrics', 'task_bootstrap',
-           'calibration', 'slice_metrics', 'fairness_report', 'task_group_metrics', 'task_fairness', 'mitigate',
-           'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
+           'calibration', 'slice_metrics', 'parity', 'fairness_report', 'task_group_metrics', 'task_fairness',
+           'mitigate', 'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
            'plot_dependence', 'split_scores', 'task_figures', 'evaluate_model', 'explain_model', 'plot_calibration',
            'plot_selection_rates', 'plot_confusion', 'plot_regression', 'fairness_table', 'model_card', 'card_html',
            'run_evaluate', 'report_head', 'report_plots']
@@ -230,22 +230,28 @@ def _sensitive(df:pl.DataFrame, columns:list[str]) -> dict:
     return groups
 
 # %% ../nbs/05_evaluate.ipynb #f187265b
+_RATES = ('selection_rate', 'true_positive_rate', 'false_positive_rate')
+
+def parity(mf) -> dict:
+    "Demographic parity and equalized odds (worst case), differences and ratios, from a `MetricFrame` of `_RATES`."
+    d, r = mf.difference(), mf.ratio()
+    return dict(demographic_parity_difference=float(d['selection_rate']),
+                demographic_parity_ratio=float(r['selection_rate']),
+                equalized_odds_difference=float(max(d['true_positive_rate'], d['false_positive_rate'])),
+                equalized_odds_ratio=float(min(r['true_positive_rate'], r['false_positive_rate'])))
+
 def fairness_report(y:np.ndarray, pred:np.ndarray, df:pl.DataFrame, columns:list[str], settings=None) -> dict:
     "Per-group metrics, parity differences and ratios, and gate results per sensitive column (and intersection)."
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, demographic_parity_ratio,
-                                   equalized_odds_difference, equalized_odds_ratio)
+    from fairlearn.metrics import MetricFrame
     gates, y, pred, res = get_settings(settings).gates, np.asarray(y).astype(int), np.asarray(pred).astype(int), {}
     for name, groups in _sensitive(df, columns).items():
         mf = MetricFrame(metrics=_group_metrics(), y_true=y, y_pred=pred, sensitive_features=groups)
-        kw = dict(y_true=y, y_pred=pred, sensitive_features=groups)
-        s = dict(demographic_parity_difference=demographic_parity_difference(**kw),
-                 demographic_parity_ratio=demographic_parity_ratio(**kw),
-                 equalized_odds_difference=equalized_odds_difference(**kw),
-                 equalized_odds_ratio=equalized_odds_ratio(**kw))
+        s = parity(mf)
         s['passed'] = bool(s['demographic_parity_difference'] <= gates.max_demographic_parity_difference and
                            s['equalized_odds_difference'] <= gates.max_equalized_odds_difference)
         res[name] = dict(summary=s, by_group=pl.from_pandas(mf.by_group.reset_index()))
     return res
+
 
 # %% ../nbs/05_evaluate.ipynb #9a41ce17
 def _rate(i:int, y, pred) -> float:
@@ -308,17 +314,18 @@ def mitigate(y_fit, p_fit, groups_fit:pl.DataFrame,    # validation labels, scor
              threshold:float, constraint:str='demographic_parity', seed:int=0) -> dict:
     "Group thresholds from fairlearn's `ThresholdOptimizer`: fairness gaps and accuracy before and after, on test."
     from fairlearn.postprocessing import ThresholdOptimizer
-    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+    from fairlearn.metrics import MetricFrame
     to = ThresholdOptimizer(estimator=_Scores(), constraints=constraint, prefit=True, predict_method='predict')
     to.fit(np.asarray(p_fit)[:, None], np.asarray(y_fit).astype(int), sensitive_features=groups_fit.to_pandas())
     y, p, g = np.asarray(y).astype(int), np.asarray(p), groups.to_pandas()
     single = choose_threshold(y_fit, p_fit, 'cost')   # equal costs: the one threshold with the best accuracy
     preds = dict(before=(p >= threshold).astype(int), best_single_threshold=(p >= single).astype(int),
                  after=to.predict(p[:, None], sensitive_features=g, random_state=seed).astype(int))
-    res = {k: dict(accuracy=skm.accuracy_score(y, v),
-                   demographic_parity_difference=demographic_parity_difference(y, v, sensitive_features=g),
-                   equalized_odds_difference=equalized_odds_difference(y, v, sensitive_features=g))
-           for k, v in preds.items()}
+    rates, gap, res = {k: f for k, f in _group_metrics().items() if k in _RATES}, ('demographic_parity_difference',
+                                                                                    'equalized_odds_difference'), {}
+    for k, v in preds.items():
+        gaps = parity(MetricFrame(metrics=rates, y_true=y, y_pred=v, sensitive_features=g))
+        res[k] = dict(accuracy=skm.accuracy_score(y, v), **{m: gaps[m] for m in gap})
     cost = res['best_single_threshold']['accuracy'] - res['after']['accuracy']
     return res | dict(constraint=constraint, accuracy_cost=cost)
 
