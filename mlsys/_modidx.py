@@ -100,6 +100,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlsys.data.column_summary': ('data.html#column_summary', 'mlsys/data.py'),
                             'mlsys.data.contract_from_dict': ('data.html#contract_from_dict', 'mlsys/data.py'),
                             'mlsys.data.frame_feeds': ('data.html#frame_feeds', 'mlsys/data.py'),
+                            'mlsys.data.histogram': ('data.html#histogram', 'mlsys/data.py'),
                             'mlsys.data.infer_contract': ('data.html#infer_contract', 'mlsys/data.py'),
                             'mlsys.data.job_columns': ('data.html#job_columns', 'mlsys/data.py'),
                             'mlsys.data.load_batch': ('data.html#load_batch', 'mlsys/data.py'),

@@ -15,8 +15,9 @@ from .config import (as_list, file_record, get_settings, read_manifest, run_file
 # %% auto #0
 __all__ = ['DTYPES', 'job_columns', 'ColumnRule', 'DataError', 'Contract', 'contract_from_dict', 'load_contract',
            'infer_contract', 'as_polars', 'read_table', 'check_columns', 'cast_columns', 'column_rules',
-           'row_violations', 'Validation', 'validate', 'write_validation', 'column_summary', 'plot_distributions',
-           'text_codes', 'frame_feeds', 'load_batch', 'check_target', 'run_ingest', 'accepted_table', 'run_columns']
+           'row_violations', 'Validation', 'validate', 'write_validation', 'column_summary', 'histogram',
+           'plot_distributions', 'text_codes', 'frame_feeds', 'load_batch', 'check_target', 'run_ingest',
+           'accepted_table', 'run_columns']
 
 # %% ../nbs/02_data.ipynb #597acd44
 def job_columns(target:str|None=None,      # label column
@@ -348,6 +349,15 @@ def column_summary(df:pl.DataFrame, contract:Contract) -> pl.DataFrame:
                     max=float(s.max()) if num and s.drop_nulls().len() else None)
     return pl.DataFrame([row(c, r) for c, r in contract.columns.items()])
 
+# %% ../nbs/02_data.ipynb #d7fe03af
+def histogram(ax, values:np.ndarray, bins:int=30, **kw):
+    "A histogram of the finite `values` on `ax`, drawn as one filled step outline; `kw` for `Axes.stairs`."
+    values = np.asarray(values, dtype=float)
+    counts, edges = np.histogram(values[np.isfinite(values)], bins=bins)
+    ax.stairs(counts, edges, fill=True, **kw)
+    ax.locator_params(nbins=4)
+
+
 # %% ../nbs/02_data.ipynb #9744d8e7
 def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
     "Histograms of number columns and bar charts of category columns, one panel each."
@@ -362,7 +372,8 @@ def plot_distributions(df:pl.DataFrame, contract:Contract, cols:int=4):
         if contract.columns[c].categories:
             vc = s.value_counts(sort=True)
             ax.barh(vc[c].cast(pl.String).to_list()[::-1], vc['count'].to_list()[::-1])
-        else: ax.hist(s.to_numpy(), bins=30)
+            ax.locator_params(axis='x', nbins=4)
+        else: histogram(ax, s.to_numpy())
         ax.set_title(c, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]: ax.set_visible(False)

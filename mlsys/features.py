@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 from .config import (as_list, file_record, run_file, stage_file, update_manifest, write_atomic,
                           write_parquet_atomic)
-from .data import Contract, DataError, accepted_table, frame_feeds, load_contract, run_columns, write_validation
+from .data import (Contract, DataError, accepted_table, frame_feeds, histogram, load_contract, run_columns,
+                        write_validation)
 from .feature_store import (join_views, load_views, validate_events, views_from, views_hash, views_json,
                                  with_aggregates)
 from .tasks import infer_task
@@ -454,8 +455,8 @@ def plot_before_after(spec:FeatureSpec, raw:pl.DataFrame, feats:pl.DataFrame, co
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2 * rows), squeeze=False)
     for i, t in enumerate(ts):
         a, b = axes.flat[2 * i], axes.flat[2 * i + 1]
-        a.hist(raw.select(_raw_expr(t)).to_series().drop_nulls().to_numpy(), bins=30, color='tab:gray')
-        b.hist(feats[f'{t.name}__scaled'].to_numpy(), bins=30)
+        histogram(a, raw.select(_raw_expr(t)).to_series().drop_nulls().to_numpy(), color='tab:gray')
+        histogram(b, feats[f'{t.name}__scaled'].to_numpy())
         a.set_title(f'{t.name} (raw)', fontsize=8)
         b.set_title(f'{t.name} (scaled)', fontsize=8)
     for ax in list(axes.flat)[2 * len(ts):]: ax.set_visible(False)
