@@ -144,9 +144,9 @@ def outputs(self:TabularModule, num:torch.Tensor, cat:torch.Tensor) -> torch.Ten
 
 # %% ../nbs/04_train.ipynb #16d507e0
 def lookup(e:nn.Embedding, idx:torch.Tensor) -> torch.Tensor:
-    "`e(idx)`: by `index_select` where `e` is a plain `nn.Embedding`, with none of the options only `F.embedding` has."
-    plain = (type(e) is nn.Embedding and e.padding_idx is None and e.max_norm is None and not e.scale_grad_by_freq
-             and not e.sparse and not e._forward_hooks and not e._forward_pre_hooks)
+    "`e(idx)`: by `index_select` on a CPU where `e` is a plain `nn.Embedding` (no option only `F.embedding` has)."
+    plain = (type(e) is nn.Embedding and e.weight.device.type == 'cpu' and e.padding_idx is None and e.max_norm is None
+             and not e.scale_grad_by_freq and not e.sparse and not e._forward_hooks and not e._forward_pre_hooks)
     return e.weight.index_select(0, idx) if plain else e(idx)
 
 class Embeddings(nn.ModuleList):
