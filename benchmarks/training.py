@@ -8,10 +8,9 @@ measured as a fit of one batch minus a plain step. The plain loop also runs with
 `nn.Dropout` in place of `mlsys.train.Dropout` (which draws its CPU mask 16 bits an element where torch draws it one
 element at a time: every CPU but Intel's): the ours / torch's ratio is what that saves. And with each embedding
 called as a module (`nn.Embedding`'s backward adds one row at a time on the CPU) in place of `mlsys.train.lookup`'s
-`index_select`: the lookup / module ratio. `--profile` prints
-where Lightning's per-step time goes. On a machine whose cores others are using, `--threads 1` keeps torch's
-two-thread barriers from stalling on a descheduled thread (runs of the same fit then vary by 10x); the ratios are the
-overhead's share either way.
+`index_select`: the lookup / module ratio. `--profile` prints where Lightning's per-step time goes. On a machine
+whose cores others are using, `--threads 1` keeps torch's two-thread barriers from stalling on a descheduled thread
+(runs of the same fit then vary by 10x); the ratios are the overhead's share either way.
 
     python benchmarks/training.py [--rows 100000] [--epochs 5] [--repeats 3] [--threads 2] [--profile]
 """

@@ -84,9 +84,10 @@ def counted_metrics(W:np.ndarray,      # resamples × rows: how often each resam
     n1 = W @ pos; n0 = len(y) - n1
     if {'roc_auc', 'pr_auc'} & set(keys):
         order = np.argsort(p, kind='stable')
-        starts = np.flatnonzero(np.r_[True, p[order][1:] != p[order][:-1]])    # each distinct score, ascending
-        a1 = np.add.reduceat(W[:, order] * pos[order], starts, axis=1)          # positives drawn at each score
-        a0 = np.add.reduceat(W[:, order], starts, axis=1) - a1
+        ps, Ws = p[order], W[:, order]
+        starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])                 # each distinct score, ascending
+        a1 = np.add.reduceat(Ws * pos[order], starts, axis=1)                   # positives drawn at each score
+        a0 = np.add.reduceat(Ws, starts, axis=1) - a1
         with np.errstate(invalid='ignore', divide='ignore'):                      # one class: left out below
             out['roc_auc'] = (a1 * (np.cumsum(a0, axis=1) - a0 / 2)).sum(1) / (n1 * n0)
             tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
@@ -321,11 +322,12 @@ def mitigate(y_fit, p_fit, groups_fit:pl.DataFrame,    # validation labels, scor
     single = choose_threshold(y_fit, p_fit, 'cost')   # equal costs: the one threshold with the best accuracy
     preds = dict(before=(p >= threshold).astype(int), best_single_threshold=(p >= single).astype(int),
                  after=to.predict(p[:, None], sensitive_features=g, random_state=seed).astype(int))
-    rates, gap, res = {k: f for k, f in _group_metrics().items() if k in _RATES}, ('demographic_parity_difference',
-                                                                                    'equalized_odds_difference'), {}
+    rates, res = {k: f for k, f in _group_metrics().items() if k in _RATES}, {}
     for k, v in preds.items():
         gaps = parity(MetricFrame(metrics=rates, y_true=y, y_pred=v, sensitive_features=g))
-        res[k] = dict(accuracy=skm.accuracy_score(y, v), **{m: gaps[m] for m in gap})
+        res[k] = dict(accuracy=skm.accuracy_score(y, v),
+                      demographic_parity_difference=gaps['demographic_parity_difference'],
+                      equalized_odds_difference=gaps['equalized_odds_difference'])
     cost = res['best_single_threshold']['accuracy'] - res['after']['accuracy']
     return res | dict(constraint=constraint, accuracy_cost=cost)
 
