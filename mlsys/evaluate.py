@@ -17,15 +17,16 @@ from .config import (file_record, get_settings, read_manifest, run_file, sha256_
                           write_atomic, write_parquet_atomic)
 from .data import run_columns
 from .features import FeatureSpec, OnlineFeatures, Transform, split_table
-from .tasks import HEADLINE, Task, f1_scores, log_loss, regression_metrics, roc_auc, task_from
+from .tasks import EPS, HEADLINE, Task, f1_scores, log_loss, regression_metrics, roc_auc, task_from
 from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, load_network, network_class,
                          predict, run_task)
 
 # %% auto #0
 __all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold',
-           'resample_counts', 'counted_metrics', 'bootstrap', 'multiclass_metrics', 'point_metrics', 'task_bootstrap',
-           'calibration', 'slice_metrics', 'parity', 'fairness_report', 'task_group_metrics', 'task_fairness',
-           'mitigate', 'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
+           'resample_counts', 'score_counts', 'counted_auc', 'counted_metrics', 'bootstrap', 'multiclass_metrics',
+           'point_metrics', 'counted_multiclass', 'counted_regression', 'task_bootstrap', 'calibration',
+           'slice_metrics', 'parity', 'fairness_report', 'task_group_metrics', 'task_fairness', 'mitigate',
+           'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
            'plot_dependence', 'split_scores', 'task_figures', 'evaluate_model', 'explain_model', 'plot_calibration',
            'plot_selection_rates', 'plot_confusion', 'plot_regression', 'fairness_table', 'model_card', 'card_html',
            'run_evaluate', 'report_head', 'report_plots']
@@ -75,6 +76,25 @@ def resample_counts(rng:np.random.Generator, n:int, draws:int, cells:int=4_000_0
                        ).astype(float)
 
 
+# %% ../nbs/05_evaluate.ipynb #79bd91ff
+def score_counts(W:np.ndarray,   # resamples × rows: how often each resample drew each row
+                 pos:np.ndarray, # which rows are positive
+                 p:np.ndarray,   # the rows' scores
+                ) -> tuple[np.ndarray, np.ndarray]:
+    "The positives and the negatives each resample drew at each distinct score, scores ascending (resamples × scores)."
+    order = np.argsort(p, kind='stable')
+    ps, Ws = p[order], W[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    if len(starts) == len(ps): a1 = Ws * pos[order]                    # no ties: each row is its own score
+    else: a1 = np.add.reduceat(Ws * pos[order], starts, axis=1)
+    return a1, (Ws if len(starts) == len(ps) else np.add.reduceat(Ws, starts, axis=1)) - a1
+
+def counted_auc(a1:np.ndarray, a0:np.ndarray) -> np.ndarray:
+    "Each resample's ROC-AUC from `score_counts` (the Mann-Whitney statistic, ties counted half); NaN with one class."
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return (a1 * (np.cumsum(a0, axis=1) - a0 / 2)).sum(1) / (a1.sum(1) * a0.sum(1))
+
+
 # %% ../nbs/05_evaluate.ipynb #0448d579
 def counted_metrics(W:np.ndarray,      # resamples × rows: how often each resample drew each row
                     y:np.ndarray, p:np.ndarray, threshold:float, keys) -> dict[str, np.ndarray]:
@@ -83,15 +103,11 @@ def counted_metrics(W:np.ndarray,      # resamples × rows: how often each resam
     pos, out = y == 1, {}
     n1 = W @ pos; n0 = len(y) - n1
     if {'roc_auc', 'pr_auc'} & set(keys):
-        order = np.argsort(p, kind='stable')
-        ps, Ws = p[order], W[:, order]
-        starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])                 # each distinct score, ascending
-        a1 = np.add.reduceat(Ws * pos[order], starts, axis=1)                   # positives drawn at each score
-        a0 = np.add.reduceat(Ws, starts, axis=1) - a1
-        with np.errstate(invalid='ignore', divide='ignore'):                      # one class: left out below
-            out['roc_auc'] = (a1 * (np.cumsum(a0, axis=1) - a0 / 2)).sum(1) / (n1 * n0)
-            tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
-            prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        a1, a0 = score_counts(W, pos, p)
+        out['roc_auc'] = counted_auc(a1, a0)                                      # one class: left out below
+        tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
+        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        with np.errstate(invalid='ignore', divide='ignore'):
             out['pr_auc'] = (np.diff(tp / n1[:, None], axis=1, prepend=0) * prec).sum(1)
     out['log_loss'] = W @ -(y * np.log(p) + (1 - y) * np.log1p(-p)) / len(y)
     out['brier'] = W @ (p - y) ** 2 / len(y)
@@ -137,16 +153,55 @@ def point_metrics(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None=
     if task.kind == 'multiclass': return multiclass_metrics(y, out, task.classes)
     return regression_metrics(np.asarray(y, dtype=float), np.asarray(out, dtype=float))
 
+# %% ../nbs/05_evaluate.ipynb #0a16daef
+def counted_multiclass(W:np.ndarray,  # resamples × rows: how often each resample drew each row
+                       y:np.ndarray,  # class indices
+                       P:np.ndarray,  # class probabilities, rows × classes
+                       classes:list|None=None, # the class names, for the per-class ROC-AUC keys
+                       keys=None,     # the metrics wanted; None: all of `multiclass_metrics`'
+                      ) -> dict[str, np.ndarray]:
+    "`multiclass_metrics` of every resample given as counts; NaN where a resample leaves a metric undefined."
+    y, P = np.asarray(y).astype(int), np.asarray(P, dtype=float)
+    (n, k), pred, out = P.shape, P.argmax(1), {}
+    truth, chosen = np.eye(k)[y], np.eye(k)[pred]
+    support, predicted, hits = W @ truth, W @ chosen, W @ (truth * chosen)
+    f1 = np.divide(2 * hits, support + predicted, out=np.zeros_like(hits), where=support + predicted > 0)
+    out['log_loss'] = W @ -np.log(np.clip(P[np.arange(n), y], EPS, 1)) / n
+    out['accuracy'], out['macro_f1'] = W @ (pred == y) / n, f1.mean(1)
+    out['weighted_f1'] = (f1 * support).sum(1) / np.maximum(support.sum(1), 1)
+    names = [f'roc_auc_{c}' for c in (classes or range(k))]
+    if keys is None or {'roc_auc_ovr', *names} & set(keys):
+        aucs = np.stack([counted_auc(*score_counts(W, y == i, P[:, i])) for i in range(k)], 1)
+        out |= dict(zip(names, aucs.T))
+        seen = np.isfinite(aucs).sum(1)
+        out['roc_auc_ovr'] = np.where(seen > 0, np.nansum(aucs, 1) / np.maximum(seen, 1), np.nan)
+    return out if keys is None else {key: out[key] for key in keys}
+
+
+# %% ../nbs/05_evaluate.ipynb #4c45a01c
+def counted_regression(W:np.ndarray, # resamples × rows: how often each resample drew each row
+                       y:np.ndarray, v:np.ndarray) -> dict[str, np.ndarray]:
+    "`regression_metrics` of every resample given as counts; R² NaN where a resample's targets are all one value."
+    y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
+    n, err, yc = len(y), v - y, y - y.mean()
+    mse, var = W @ err ** 2 / n, W @ yc ** 2 / n - (W @ yc / n) ** 2
+    suspect = np.flatnonzero(var <= 1e-9 * float(np.max(yc ** 2, initial=0)))   # rounding aside, no spread
+    drawn, one_value = W[suspect] > 0, np.zeros(len(W), bool)
+    one_value[suspect] = np.where(drawn, y, -np.inf).max(1) == np.where(drawn, y, np.inf).min(1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        r2 = np.where(one_value, np.nan, 1 - mse / var)
+    return dict(rmse=np.sqrt(mse), mae=W @ np.abs(err) / n, r2=r2)
+
+
 # %% ../nbs/05_evaluate.ipynb #b01ec86c
-def _interval(fn, y:np.ndarray, out:np.ndarray, n:int, alpha:float, seed:int) -> dict:
-    "Each metric of `fn(y, out)` with its percentile interval over `n` bootstrap resamples (undefined draws left out)."
-    rng, draws, point = np.random.default_rng(seed), [], fn(y, out)
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        draws.append(fn(y[i], out[i]))
+def _interval(point:dict,   # each metric's value on all the rows
+              counted,       # resamples as counts (resamples × rows) -> each metric of every resample
+              rows:int, n:int, alpha:float, seed:int) -> dict:
+    "Each metric of `point` with its percentile interval over `n` bootstrap resamples (undefined draws left out)."
+    blocks = [counted(W) for W in resample_counts(np.random.default_rng(seed), rows, n)]
     res = {}
     for k, v in point.items():
-        d = np.array([x[k] for x in draws], dtype=float)
+        d = np.concatenate([b[k] for b in blocks])
         d = d[np.isfinite(d)]
         lo, hi = (np.quantile(d, alpha / 2), np.quantile(d, 1 - alpha / 2)) if len(d) else (np.nan, np.nan)
         res[k] = dict(value=float(v), low=float(lo), high=float(hi), resamples=len(d))
@@ -156,7 +211,11 @@ def task_bootstrap(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None
                    alpha:float=0.05, seed:int=0) -> dict:
     "Each of the task's metrics with its `1 - alpha` percentile interval (binary: `bootstrap` at `threshold`)."
     if task.kind == 'binary': return bootstrap(y, out, threshold, n, alpha, seed)
-    return _interval(partial(point_metrics, task), np.asarray(y), np.asarray(out, dtype=float), n, alpha, seed)
+    y, out = np.asarray(y), np.asarray(out, dtype=float)
+    counted = (partial(counted_multiclass, y=y, P=out, classes=task.classes) if task.kind == 'multiclass'
+               else partial(counted_regression, y=y, v=out))
+    return _interval(point_metrics(task, y, out), counted, len(y), n, alpha, seed)
+
 
 # %% ../nbs/05_evaluate.ipynb #d14982e2
 def _quantile_bins(s:pl.Series, bins:int, labels:list[str]|None=None) -> pl.Series:
@@ -184,11 +243,15 @@ def _slice_keys(df:pl.DataFrame, column:str, bins:int) -> pl.Series:
 SLICE_METRIC = dict(binary='roc_auc', multiclass='accuracy', regression='mae')
 _SLICE_FN = dict(multiclass=lambda y, P: dict(accuracy=float((P.argmax(1) == y).mean())),
                  regression=lambda y, v: dict(mae=float(np.abs(v - y).mean())))
+_SLICE_COUNTED = dict(multiclass=lambda W, y, p: counted_multiclass(W, y, p, keys=('accuracy',)),
+                      regression=lambda W, y, p: counted_regression(W, y, p))
 
 def _slice_interval(kind:str, y, p, threshold, n_boot:int, seed:int) -> dict:
     "The slice metric's point and interval on one slice."
     if kind == 'binary': return bootstrap(y, p, threshold, n_boot, seed=seed, keys=('roc_auc',))['roc_auc']
-    return _interval(_SLICE_FN[kind], y, p, n_boot, 0.05, seed)[SLICE_METRIC[kind]]
+    counted = partial(_SLICE_COUNTED[kind], y=y, p=p)
+    return _interval(_SLICE_FN[kind](y, p), counted, len(y), n_boot, 0.05, seed)[SLICE_METRIC[kind]]
+
 
 # %% ../nbs/05_evaluate.ipynb #3b3c87a7
 def slice_metrics(df:pl.DataFrame, y:np.ndarray, p:np.ndarray, columns:list[str], threshold:float=0.5, bins:int=4,
