@@ -5,7 +5,8 @@ computes a block of resamples at once from counts (`counted_metrics`, `counted_m
 The reference here is the way it was done before: each resample's rows drawn out and `point_metrics` computed on
 them, one resample at a time. Both draw the same resamples from the same seed, so the intervals must agree (the
 largest relative difference of an interval's ends is printed). Tables are synthetic: binary scores with a
-quarter positives, five classes, and regression targets around 100; medians of `--repeats`.
+quarter positives (and the same rounded to two decimals: tied scores), five classes, and regression targets around
+100 (and the same with one far outlier, 1e9); medians of `--repeats`.
 
     python benchmarks/evaluate.py [--rows 300,20000] [--repeats 3]
 """
@@ -36,14 +37,16 @@ def one_by_one(task, y, out, threshold, keys, n=N_BOOT, alpha=0.05, seed=0):
 
 def table(kind, rows, rng):
     "A task and its targets and outputs."
-    if kind == 'binary':
+    if kind.startswith('binary'):
         y = (rng.random(rows) < 0.25).astype(int)
-        return Task('binary', 't', ['0', '1']), y, np.clip(0.3 * y + 0.7 * rng.random(rows), 0, 1), 0.5
+        p = np.clip(0.3 * y + 0.7 * rng.random(rows), 0, 1)
+        return Task('binary', 't', ['0', '1']), y, p.round(2) if 'tied' in kind else p, 0.5
     if kind == 'multiclass':
         y = rng.integers(0, 5, rows)
         P = rng.dirichlet(np.ones(5), rows) + np.eye(5)[y]
         return Task('multiclass', 't', list('abcde')), y, P / P.sum(1, keepdims=True), None
     y = rng.normal(100, 10, rows)
+    if 'outlier' in kind: y[-1] = 1e9
     return Task('regression', 't', mean=100, std=10), y, y + rng.normal(0, 5, rows), None
 
 
@@ -56,8 +59,8 @@ def main():
     ap.add_argument('--rows', default='300,20000'); ap.add_argument('--repeats', type=int, default=3)
     a = ap.parse_args()
     print(f"{N_BOOT} resamples; medians of {a.repeats}")
-    print(f"{'task':<11} {'rows':>7} {'counted s':>10} {'one by one s':>13} {'ratio':>7} {'worst rel diff':>15}")
-    for kind in ('binary', 'multiclass', 'regression'):
+    print(f"{'table':<19} {'rows':>7} {'counted s':>10} {'one by one s':>13} {'ratio':>7} {'worst rel diff':>15}")
+    for kind in ('binary', 'binary, tied', 'multiclass', 'regression', 'regression, outlier'):
         for rows in map(int, a.rows.split(',')):
             task, y, out, th = table(kind, rows, np.random.default_rng(rows))
             new, old = [], []
@@ -66,7 +69,7 @@ def main():
                 t, want = timed(lambda: one_by_one(task, y, out, th, list(got))); old.append(t)
             worst = max(abs(got[k][e] - w[e]) / max(abs(w[e]), 1e-12) for k, w in want.items() for e in w)
             n, o = statistics.median(new), statistics.median(old)
-            print(f"{kind:<11} {rows:>7,} {n:>10.3f} {o:>13.3f} {n / o:>7.2f} {worst:>15.1e}")
+            print(f"{kind:<19} {rows:>7,} {n:>10.3f} {o:>13.3f} {n / o:>7.2f} {worst:>15.1e}")
 
 
 if __name__ == '__main__': main()

@@ -23,13 +23,13 @@ from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, lo
 
 # %% auto #0
 __all__ = ['SLICE_METRIC', 'EXPLAINED', 'FAIRNESS_BARS', 'NO_INTENDED_USE', 'binary_metrics', 'choose_threshold',
-           'resample_counts', 'score_counts', 'counted_auc', 'counted_metrics', 'bootstrap', 'multiclass_metrics',
-           'point_metrics', 'counted_multiclass', 'counted_regression', 'task_bootstrap', 'calibration',
-           'slice_metrics', 'parity', 'fairness_report', 'task_group_metrics', 'task_fairness', 'mitigate',
-           'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts', 'plot_summary',
-           'plot_dependence', 'split_scores', 'task_figures', 'evaluate_model', 'explain_model', 'plot_calibration',
-           'plot_selection_rates', 'plot_confusion', 'plot_regression', 'fairness_table', 'model_card', 'card_html',
-           'run_evaluate', 'report_head', 'report_plots']
+           'resample_counts', 'score_order', 'score_counts', 'counted_auc', 'binary_counter', 'bootstrap',
+           'multiclass_metrics', 'point_metrics', 'label_counts', 'multiclass_counter', 'regression_counter',
+           'task_bootstrap', 'calibration', 'slice_metrics', 'parity', 'fairness_report', 'task_group_metrics',
+           'task_fairness', 'mitigate', 'column_weights', 'Explainer', 'transform_players', 'explainer_from_artifacts',
+           'plot_summary', 'plot_dependence', 'split_scores', 'task_figures', 'evaluate_model', 'explain_model',
+           'plot_calibration', 'plot_selection_rates', 'plot_confusion', 'plot_regression', 'fairness_table',
+           'model_card', 'card_html', 'run_evaluate', 'report_head', 'report_plots']
 
 # %% ../nbs/05_evaluate.ipynb #cc8e4e44
 _SCORE_METRICS = dict(roc_auc=roc_auc, pr_auc=skm.average_precision_score,
@@ -68,7 +68,7 @@ def choose_threshold(y:np.ndarray, p:np.ndarray, policy:str='f1', cost_fp:float=
     return float(th[np.argmin(score)])
 
 # %% ../nbs/05_evaluate.ipynb #21317e78
-def resample_counts(rng:np.random.Generator, n:int, draws:int, cells:int=4_000_000):
+def resample_counts(rng:np.random.Generator, n:int, draws:int, cells:int=250_000):
     "`draws` bootstrap resamples of `n` rows as counts (resamples × rows), in blocks of at most `cells` counts."
     block = max(1, cells // max(n, 1))
     for s in range(0, draws, block):
@@ -77,17 +77,21 @@ def resample_counts(rng:np.random.Generator, n:int, draws:int, cells:int=4_000_0
 
 
 # %% ../nbs/05_evaluate.ipynb #79bd91ff
-def score_counts(W:np.ndarray,   # resamples × rows: how often each resample drew each row
-                 pos:np.ndarray, # which rows are positive
-                 p:np.ndarray,   # the rows' scores
+def score_order(p:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "The rows by ascending score, and where each distinct score starts among them."
+    order = np.argsort(p, kind='stable')
+    ps = p[order]
+    return order, np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]]) if len(ps) else np.zeros(0, int)
+
+def score_counts(W:np.ndarray,      # resamples × rows: how often each resample drew each row
+                 pos:np.ndarray,    # which rows are positive
+                 order:np.ndarray, starts:np.ndarray, # `score_order` of the rows' scores
                 ) -> tuple[np.ndarray, np.ndarray]:
     "The positives and the negatives each resample drew at each distinct score, scores ascending (resamples × scores)."
-    order = np.argsort(p, kind='stable')
-    ps, Ws = p[order], W[:, order]
-    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
-    if len(starts) == len(ps): a1 = Ws * pos[order]                    # no ties: each row is its own score
-    else: a1 = np.add.reduceat(Ws * pos[order], starts, axis=1)
-    return a1, (Ws if len(starts) == len(ps) else np.add.reduceat(Ws, starts, axis=1)) - a1
+    Ws = W[:, order]
+    a1 = Ws * pos[order]
+    if len(starts) < len(order): a1, Ws = np.add.reduceat(a1, starts, axis=1), np.add.reduceat(Ws, starts, axis=1)
+    return a1, Ws - a1
 
 def counted_auc(a1:np.ndarray, a0:np.ndarray) -> np.ndarray:
     "Each resample's ROC-AUC from `score_counts` (the Mann-Whitney statistic, ties counted half); NaN with one class."
@@ -96,39 +100,51 @@ def counted_auc(a1:np.ndarray, a0:np.ndarray) -> np.ndarray:
 
 
 # %% ../nbs/05_evaluate.ipynb #0448d579
-def counted_metrics(W:np.ndarray,      # resamples × rows: how often each resample drew each row
-                    y:np.ndarray, p:np.ndarray, threshold:float, keys) -> dict[str, np.ndarray]:
-    "`binary_metrics`' `keys` of every resample given as counts, those that hold both classes."
+def binary_counter(y:np.ndarray, p:np.ndarray, threshold:float, keys):
+    "A function of a block of resample counts (resamples × rows): `binary_metrics`' `keys` of each with both classes."
     y, p = np.asarray(y).astype(int), np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
-    pos, out = y == 1, {}
-    n1 = W @ pos; n0 = len(y) - n1
-    if {'roc_auc', 'pr_auc'} & set(keys):
-        a1, a0 = score_counts(W, pos, p)
-        out['roc_auc'] = counted_auc(a1, a0)                                      # one class: left out below
-        tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
-        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-        with np.errstate(invalid='ignore', divide='ignore'):
-            out['pr_auc'] = (np.diff(tp / n1[:, None], axis=1, prepend=0) * prec).sum(1)
-    out['log_loss'] = W @ -(y * np.log(p) + (1 - y) * np.log1p(-p)) / len(y)
-    out['brier'] = W @ (p - y) ** 2 / len(y)
-    pred = p >= threshold
-    tp, fp = W @ (pred & pos), W @ (pred & ~pos)
-    out['precision'], out['recall'] = tp / np.maximum(tp + fp, 1), tp / np.maximum(n1, 1)
-    out['f1'] = 2 * out['precision'] * out['recall'] / np.maximum(out['precision'] + out['recall'], 1e-12)
-    both = (n1 > 0) & (n0 > 0)
-    return {k: out[k][both] for k in keys}
+    pos, pred, ranked = y == 1, p >= threshold, bool({'roc_auc', 'pr_auc'} & set(keys))
+    order, starts = score_order(p) if ranked else (None, None)
+    loss, brier = -(y * np.log(p) + (1 - y) * np.log1p(-p)), (p - y) ** 2
+    def counted(W:np.ndarray) -> dict[str, np.ndarray]:
+        n1, out = W @ pos, {}
+        n0 = len(y) - n1
+        if ranked:
+            a1, a0 = score_counts(W, pos, order, starts)
+            out['roc_auc'] = counted_auc(a1, a0)                                      # one class: left out below
+            tp, fp = np.cumsum(a1[:, ::-1], axis=1), np.cumsum(a0[:, ::-1], axis=1)   # at or above each score
+            prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                out['pr_auc'] = (np.diff(tp / n1[:, None], axis=1, prepend=0) * prec).sum(1)
+        out['log_loss'], out['brier'] = W @ loss / len(y), W @ brier / len(y)
+        tp, fp = W @ (pred & pos), W @ (pred & ~pos)
+        out['precision'], out['recall'] = tp / np.maximum(tp + fp, 1), tp / np.maximum(n1, 1)
+        out['f1'] = 2 * out['precision'] * out['recall'] / np.maximum(out['precision'] + out['recall'], 1e-12)
+        both = (n1 > 0) & (n0 > 0)
+        return {k: out[k][both] for k in keys}
+    return counted
 
 
 # %% ../nbs/05_evaluate.ipynb #d52640a9
+def _interval(point:dict,   # each metric's value on all the rows
+              counted,       # a block of resample counts (resamples × rows) -> each metric of every resample
+              rows:int, n:int, alpha:float, seed:int) -> dict:
+    "Each metric of `point` with its percentile interval over `n` bootstrap resamples (undefined draws left out)."
+    blocks = [counted(W) for W in resample_counts(np.random.default_rng(seed), rows, n)] if rows else []
+    res = {}
+    for k, v in point.items():
+        d = np.concatenate([b[k] for b in blocks]) if blocks else np.zeros(0)
+        d = d[np.isfinite(d)]
+        lo, hi = (np.quantile(d, alpha / 2), np.quantile(d, 1 - alpha / 2)) if len(d) else (np.nan, np.nan)
+        res[k] = dict(value=float(v), low=float(lo), high=float(hi), resamples=len(d))
+    return res
+
 def bootstrap(y:np.ndarray, p:np.ndarray, threshold:float=0.5, n:int=500, alpha:float=0.05, seed:int=0,
               keys=('roc_auc', 'pr_auc', 'log_loss', 'brier', 'precision', 'recall', 'f1')) -> dict:
     "Each metric's point estimate and `1 - alpha` percentile interval over `n` bootstrap resamples."
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    rng = np.random.default_rng(seed)
-    blocks = [counted_metrics(W, y, p, threshold, keys) for W in resample_counts(rng, len(y), n)]
-    draws, point = {k: np.concatenate([b[k] for b in blocks]) for k in keys}, binary_metrics(y, p, threshold)
-    return {k: dict(value=point[k], low=float(np.quantile(v, alpha / 2)), high=float(np.quantile(v, 1 - alpha / 2)),
-                    resamples=len(v)) for k, v in draws.items()}
+    point = binary_metrics(y, p, threshold)
+    return _interval({k: point[k] for k in keys}, binary_counter(y, p, threshold, keys), len(y), n, alpha, seed)
 
 
 # %% ../nbs/05_evaluate.ipynb #e5cb45c9
@@ -154,66 +170,68 @@ def point_metrics(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None=
     return regression_metrics(np.asarray(y, dtype=float), np.asarray(out, dtype=float))
 
 # %% ../nbs/05_evaluate.ipynb #0a16daef
-def counted_multiclass(W:np.ndarray,  # resamples × rows: how often each resample drew each row
-                       y:np.ndarray,  # class indices
+def label_counts(W:np.ndarray,      # resamples × rows: how often each resample drew each row
+                 labels:np.ndarray, # each row's label, 0 to k - 1
+                 k:int) -> np.ndarray:
+    "How many rows of each label each resample drew (resamples × k)."
+    return np.stack([np.bincount(labels, weights=w, minlength=k) for w in W]) if len(W) else np.zeros((0, k))
+
+def multiclass_counter(y:np.ndarray,  # class indices
                        P:np.ndarray,  # class probabilities, rows × classes
                        classes:list|None=None, # the class names, for the per-class ROC-AUC keys
                        keys=None,     # the metrics wanted; None: all of `multiclass_metrics`'
-                      ) -> dict[str, np.ndarray]:
-    "`multiclass_metrics` of every resample given as counts; NaN where a resample leaves a metric undefined."
+                      ):
+    "A function of a block of resample counts: `multiclass_metrics` of each resample; NaN where one is undefined."
     y, P = np.asarray(y).astype(int), np.asarray(P, dtype=float)
-    (n, k), pred, out = P.shape, P.argmax(1), {}
-    truth, chosen = np.eye(k)[y], np.eye(k)[pred]
-    support, predicted, hits = W @ truth, W @ chosen, W @ (truth * chosen)
-    f1 = np.divide(2 * hits, support + predicted, out=np.zeros_like(hits), where=support + predicted > 0)
-    out['log_loss'] = W @ -np.log(np.clip(P[np.arange(n), y], EPS, 1)) / n
-    out['accuracy'], out['macro_f1'] = W @ (pred == y) / n, f1.mean(1)
-    out['weighted_f1'] = (f1 * support).sum(1) / np.maximum(support.sum(1), 1)
+    (n, k), pred = P.shape, P.argmax(1)
     names = [f'roc_auc_{c}' for c in (classes or range(k))]
-    if keys is None or {'roc_auc_ovr', *names} & set(keys):
-        aucs = np.stack([counted_auc(*score_counts(W, y == i, P[:, i])) for i in range(k)], 1)
-        out |= dict(zip(names, aucs.T))
-        seen = np.isfinite(aucs).sum(1)
-        out['roc_auc_ovr'] = np.where(seen > 0, np.nansum(aucs, 1) / np.maximum(seen, 1), np.nan)
-    return out if keys is None else {key: out[key] for key in keys}
+    keys = list(keys or ['log_loss', 'accuracy', 'macro_f1', 'weighted_f1', 'roc_auc_ovr', *names])
+    hits = np.where(pred == y, y, k)          # a hit's class; k for a miss
+    loss, right = -np.log(np.clip(P[np.arange(n), y], EPS, 1)), pred == y
+    orders = [score_order(P[:, i]) for i in range(len(names))] if {'roc_auc_ovr', *names} & set(keys) else []
+    def counted(W:np.ndarray) -> dict[str, np.ndarray]:
+        support, predicted = label_counts(W, y, k), label_counts(W, pred, k)
+        both = support + predicted
+        f1 = np.divide(2 * label_counts(W, hits, k + 1)[:, :k], both, out=np.zeros_like(both), where=both > 0)
+        out = dict(log_loss=W @ loss / n, accuracy=W @ right / n, macro_f1=f1.mean(1),
+                   weighted_f1=(f1 * support).sum(1) / np.maximum(support.sum(1), 1))
+        if orders:
+            aucs = np.stack([counted_auc(*score_counts(W, y == i, *o)) for i, o in enumerate(orders)], 1)
+            out |= dict(zip(names, aucs.T))
+            seen = np.isfinite(aucs).sum(1)
+            out['roc_auc_ovr'] = np.where(seen > 0, np.nansum(aucs, 1) / np.maximum(seen, 1), np.nan)
+        return {key: out[key] for key in keys}
+    return counted
 
 
 # %% ../nbs/05_evaluate.ipynb #4c45a01c
-def counted_regression(W:np.ndarray, # resamples × rows: how often each resample drew each row
-                       y:np.ndarray, v:np.ndarray) -> dict[str, np.ndarray]:
-    "`regression_metrics` of every resample given as counts; R² NaN where a resample's targets are all one value."
+def regression_counter(y:np.ndarray, v:np.ndarray):
+    "A function of a block of resample counts: `regression_metrics` of each resample (R² NaN for one target value)."
     y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
-    n, err, yc = len(y), v - y, y - y.mean()
-    mse, var = W @ err ** 2 / n, W @ yc ** 2 / n - (W @ yc / n) ** 2
-    suspect = np.flatnonzero(var <= 1e-9 * float(np.max(yc ** 2, initial=0)))   # rounding aside, no spread
-    drawn, one_value = W[suspect] > 0, np.zeros(len(W), bool)
-    one_value[suspect] = np.where(drawn, y, -np.inf).max(1) == np.where(drawn, y, np.inf).min(1)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        r2 = np.where(one_value, np.nan, 1 - mse / var)
-    return dict(rmse=np.sqrt(mse), mae=W @ np.abs(err) / n, r2=r2)
+    n, err, yc = len(y), v - y, y - np.mean(y)
+    flat = (1e-7 * float(np.max(np.abs(yc), initial=0))) ** 2   # a one-valued resample's variance is rounding, below
+    def counted(W:np.ndarray) -> dict[str, np.ndarray]:
+        mse, m1, m2 = W @ err ** 2 / n, W @ yc / n, W @ yc ** 2 / n
+        var = m2 - m1 ** 2
+        far = np.flatnonzero(var * 1e3 < m2)      # two near numbers' difference (a far outlier left out): once more,
+        Wf = W[far]                               # about the resample's own mean, as `np.var` does
+        var[far] = (Wf * (y - (Wf @ y / n)[:, None]) ** 2).sum(1) / n
+        suspect = np.flatnonzero(var <= flat)     # checked exactly: are all its drawn targets equal?
+        drawn, one_value = W[suspect] > 0, np.zeros(len(W), bool)
+        one_value[suspect] = np.where(drawn, y, -np.inf).max(1) == np.where(drawn, y, np.inf).min(1)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            r2 = np.where(one_value, np.nan, 1 - mse / var)
+        return dict(rmse=np.sqrt(mse), mae=W @ np.abs(err) / n, r2=r2)
+    return counted
 
 
 # %% ../nbs/05_evaluate.ipynb #b01ec86c
-def _interval(point:dict,   # each metric's value on all the rows
-              counted,       # resamples as counts (resamples × rows) -> each metric of every resample
-              rows:int, n:int, alpha:float, seed:int) -> dict:
-    "Each metric of `point` with its percentile interval over `n` bootstrap resamples (undefined draws left out)."
-    blocks = [counted(W) for W in resample_counts(np.random.default_rng(seed), rows, n)]
-    res = {}
-    for k, v in point.items():
-        d = np.concatenate([b[k] for b in blocks])
-        d = d[np.isfinite(d)]
-        lo, hi = (np.quantile(d, alpha / 2), np.quantile(d, 1 - alpha / 2)) if len(d) else (np.nan, np.nan)
-        res[k] = dict(value=float(v), low=float(lo), high=float(hi), resamples=len(d))
-    return res
-
 def task_bootstrap(task:Task, y:np.ndarray, out:np.ndarray, threshold:float|None=None, n:int=500,
                    alpha:float=0.05, seed:int=0) -> dict:
     "Each of the task's metrics with its `1 - alpha` percentile interval (binary: `bootstrap` at `threshold`)."
     if task.kind == 'binary': return bootstrap(y, out, threshold, n, alpha, seed)
     y, out = np.asarray(y), np.asarray(out, dtype=float)
-    counted = (partial(counted_multiclass, y=y, P=out, classes=task.classes) if task.kind == 'multiclass'
-               else partial(counted_regression, y=y, v=out))
+    counted = multiclass_counter(y, out, task.classes) if task.kind == 'multiclass' else regression_counter(y, out)
     return _interval(point_metrics(task, y, out), counted, len(y), n, alpha, seed)
 
 
@@ -243,13 +261,13 @@ def _slice_keys(df:pl.DataFrame, column:str, bins:int) -> pl.Series:
 SLICE_METRIC = dict(binary='roc_auc', multiclass='accuracy', regression='mae')
 _SLICE_FN = dict(multiclass=lambda y, P: dict(accuracy=float((P.argmax(1) == y).mean())),
                  regression=lambda y, v: dict(mae=float(np.abs(v - y).mean())))
-_SLICE_COUNTED = dict(multiclass=lambda W, y, p: counted_multiclass(W, y, p, keys=('accuracy',)),
-                      regression=lambda W, y, p: counted_regression(W, y, p))
+_SLICE_COUNTER = dict(multiclass=lambda y, P: multiclass_counter(y, P, keys=('accuracy',)),
+                      regression=regression_counter)
 
 def _slice_interval(kind:str, y, p, threshold, n_boot:int, seed:int) -> dict:
     "The slice metric's point and interval on one slice."
     if kind == 'binary': return bootstrap(y, p, threshold, n_boot, seed=seed, keys=('roc_auc',))['roc_auc']
-    counted = partial(_SLICE_COUNTED[kind], y=y, p=p)
+    counted = _SLICE_COUNTER[kind](y, p)
     return _interval(_SLICE_FN[kind](y, p), counted, len(y), n_boot, 0.05, seed)[SLICE_METRIC[kind]]
 
 

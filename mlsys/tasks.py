@@ -169,10 +169,10 @@ def f1_scores(y:np.ndarray, pred:np.ndarray, k:int) -> tuple[float, float]:
 
 # %% ../nbs/03a_tasks.ipynb #c25ce2be
 def regression_metrics(y:np.ndarray, v:np.ndarray) -> dict:
-    "RMSE, MAE and R² of values `v` for targets `y`."
+    "RMSE, MAE and R² of values `v` for targets `y` (no R² where the targets are all one value)."
     err, var = v - y, float(np.var(y))
     return dict(rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.abs(err).mean()),
-                r2=float(1 - np.mean(err ** 2) / var) if var > 0 else float('nan'))
+                r2=float(1 - np.mean(err ** 2) / var) if var > 0 and np.ptp(y) > 0 else float('nan'))
 
 # %% ../nbs/03a_tasks.ipynb #60d4d80e
 def task_metrics(task:Task,       # the task
