@@ -59,7 +59,8 @@ def main():
     t_pd, (pnum, pcat) = timed(lambda: pandas_transform(spec, big_pd), a.repeats)
     assert np.allclose(num, pnum, atol=1e-9) and (cat == pcat).all(), "the two implementations disagree"
     print(f"offline, {a.rows:,} rows, {num.shape[1]} num + {cat.shape[1]} cat features (identical results):")
-    print(f"  mlsys/polars {a.rows / t_pl:12,.0f} rows/s   pandas {a.rows / t_pd:12,.0f} rows/s   ratio {t_pd / t_pl:.2f}x")
+    print(f"  mlsys/polars {a.rows / t_pl:12,.0f} rows/s   pandas {a.rows / t_pd:12,.0f} rows/s   "
+          f"ratio {t_pd / t_pl:.2f}x")
 
     online, recs = OnlineFeatures(spec), churn.head(200).to_dicts()
     frames = [churn.slice(i, 1) for i in range(200)]

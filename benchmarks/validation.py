@@ -36,7 +36,8 @@ def make_table(rows: int, path: Path, seed: int = 0):
         cols[f'f{i}'] = x
     for i in range(N_INT): cols[f'i{i}'] = np.where(defect(), 1000, rng.integers(0, 101, rows))
     for i in range(N_CAT): cols[f'c{i}'] = np.where(defect(), 'zzz', rng.choice(CATS, rows))
-    df = pl.DataFrame(cols).with_columns(score=pl.when(pl.lit(defect(0.02))).then(None).otherwise(pl.lit(rng.random(rows))))
+    df = pl.DataFrame(cols).with_columns(
+        score=pl.when(pl.lit(defect(0.02))).then(None).otherwise(pl.lit(rng.random(rows))))
     nulls = defect()
     df = df.with_columns(pl.when(pl.lit(nulls)).then(None).otherwise(pl.col('c0')).alias('c0'))
     df.write_parquet(path)
@@ -60,7 +61,8 @@ def pandas_validate(df, c):
     parts = []
     def add(mask, rule, col):
         rows = np.flatnonzero(mask)
-        if len(rows): parts.append(pd.DataFrame({'_row': rows, 'rule': rule, 'column': col, 'value': df[col].iloc[rows].astype(str).values}))
+        if len(rows): parts.append(pd.DataFrame({'_row': rows, 'rule': rule, 'column': col,
+                                                 'value': df[col].iloc[rows].astype(str).values}))
     for col, r in c.columns.items():
         s = df[col]
         isna = s.isna().to_numpy()

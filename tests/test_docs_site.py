@@ -1,4 +1,4 @@
-"The built docs site in a real headless browser (Debian's chromium): every page loads, shows API docs and outputs, logs no errors."
+"The built docs site in a real headless browser (chromium): every page loads, shows API docs and outputs, no errors."
 import functools, http.server, shutil, threading
 import pytest
 from nbdev.config import nbpath2html

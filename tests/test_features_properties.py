@@ -10,11 +10,13 @@ from mlsys.features import check_parity, fit_features, split_rows
 
 SLOW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CONTRACT = Contract({'age': ColumnRule('int64'), 'spend': ColumnRule('float64'), 'visits': ColumnRule('float64'),
-                     'member': ColumnRule('bool'), 'plan': ColumnRule('string', categories=['basic', 'plus', 'pro', ''])})
+                     'member': ColumnRule('bool'),
+                     'plan': ColumnRule('string', categories=['basic', 'plus', 'pro', ''])})
 SCHEMA = {'age': pl.Int64, 'spend': pl.Float64, 'visits': pl.Float64, 'member': pl.Boolean, 'plan': pl.String}
 rng = np.random.default_rng(0)
-TRAIN = pl.DataFrame({'age': rng.integers(18, 90, 300), 'spend': rng.lognormal(3, 1, 300), 'visits': rng.poisson(4, 300) * 1.0,
-                      'member': rng.random(300) < 0.4, 'plan': rng.choice(['basic', 'plus', 'pro', ''], 300)}, schema=SCHEMA)
+TRAIN = pl.DataFrame({'age': rng.integers(18, 90, 300), 'spend': rng.lognormal(3, 1, 300),
+                      'visits': rng.poisson(4, 300) * 1.0, 'member': rng.random(300) < 0.4,
+                      'plan': rng.choice(['basic', 'plus', 'pro', ''], 300)}, schema=SCHEMA)
 SPEC = fit_features(TRAIN, CONTRACT, ratios=[('spend', 'visits')], logs=['spend'], bins={'age': 5})
 
 extreme = st.sampled_from([0.0, -0.0, 1e300, -1e300, 5e-324, float('nan'), float('inf'), float('-inf')])
@@ -22,7 +24,8 @@ number = st.none() | extreme | st.floats(allow_nan=True, allow_infinity=True)
 record = st.fixed_dictionaries({
     'age': st.none() | st.integers(-2**62, 2**62),
     'spend': number, 'visits': number, 'member': st.none() | st.booleans(),
-    'plan': st.none() | st.sampled_from(['basic', 'plus', 'pro', '', 'unseen', 'Basic', ' basic']) | st.text(max_size=5)})
+    'plan': st.none() | st.sampled_from(['basic', 'plus', 'pro', '', 'unseen', 'Basic', ' basic'])
+            | st.text(max_size=5)})
 
 
 @SLOW
@@ -56,16 +59,17 @@ def _same(a, b):
 
 
 @SLOW
-@given(st.lists(event, max_size=40), st.lists(st.tuples(st.sampled_from(['a', 'b', 'c', 'never']), moment), min_size=1, max_size=15),
-       zone, zone)
+@given(st.lists(event, max_size=40),
+       st.lists(st.tuples(st.sampled_from(['a', 'b', 'c', 'never']), moment), min_size=1, max_size=15), zone, zone)
 def test_point_in_time_join_matches_brute_force(evs, rows, ev_zone, row_zone):
     """Events arrive in any order (late ones included), share timestamps, come in another time zone than the rows;
     some rows' entities have no events."""
     events = pl.DataFrame({'entity': [e[0] for e in evs], 'at': [e[1] for e in evs], 'x': [e[2] for e in evs]},
                           schema={'entity': pl.String, 'at': pl.Datetime('us', 'UTC'), 'x': pl.Float64})
     events = events.with_columns(pl.col('at').dt.convert_time_zone(ev_zone))
-    labelled = pl.DataFrame({'entity': [r[0] for r in rows], 'ts': [r[1] for r in rows]},
-                            schema={'entity': pl.String, 'ts': pl.Datetime('ms', 'UTC')}).with_columns(pl.col('ts').dt.convert_time_zone(row_zone))
+    labelled = (pl.DataFrame({'entity': [r[0] for r in rows], 'ts': [r[1] for r in rows]},
+                             schema={'entity': pl.String, 'ts': pl.Datetime('ms', 'UTC')})
+                .with_columns(pl.col('ts').dt.convert_time_zone(row_zone)))
     fast = point_in_time(VIEW, events, labelled, 'ts')
     assert fast.select('entity', 'ts').equals(labelled)
     ref = point_in_time_reference(VIEW, events, labelled, 'ts')

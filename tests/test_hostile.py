@@ -1,4 +1,4 @@
-"Hostile input, crashes and bad data (issue 15) through the command line and HTTP; the server-only items 1-4 are in test_serve."
+"Hostile input, crashes and bad data (issue 15) via the command line and HTTP; server-only items 1-4 are in test_serve."
 import json, shutil, signal, sqlite3, subprocess, sys, time
 from contextlib import closing
 from pathlib import Path
@@ -15,8 +15,8 @@ FAST = ['-p', 'max_epochs=2', '-p', 'trials=0', '-p', 'n_boot=20', '-p', 'explai
 
 def mlsys(*args, home, timeout=600, **env):
     "Run the `mlsys` command with its own home; the completed process."
-    return subprocess.run([str(BIN/'mlsys'), *map(str, args)], capture_output=True, text=True, env=server_env(home, **env),
-                          timeout=timeout)
+    return subprocess.run([str(BIN/'mlsys'), *map(str, args)], capture_output=True, text=True,
+                          env=server_env(home, **env), timeout=timeout)
 
 
 @pytest.fixture(scope='module')

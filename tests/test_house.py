@@ -37,10 +37,12 @@ def test_set_paths_home_holds_runs_registry_and_prediction_log(tmp_path, example
     assert Path(r.stdout.strip().splitlines()[-1]).parent == home/'runs'
     reg = subprocess.run([sys.executable, '-c', 'import sys; from mlsys.registry import Registry; '
                           'Registry(sys.argv[1]).register("churn", {"model": sys.argv[2]})',
-                          str(home/'registry'), str(example_model/'export'/'model.onnx')], capture_output=True, text=True)
+                          str(home/'registry'), str(example_model/'export'/'model.onnx')],
+                         capture_output=True, text=True)
     assert reg.returncode == 0, reg.stderr
     port = 18000 + os.getpid() % 1000
-    srv = subprocess.Popen([str(BIN/'mlsys'), 'serve', '--model', '1', '--port', str(port), '--set', f'paths.home={home}'],
+    srv = subprocess.Popen([str(BIN/'mlsys'), 'serve', '--model', '1', '--port', str(port),
+                            '--set', f'paths.home={home}'],
                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with httpx.Client(base_url=f'http://127.0.0.1:{port}', timeout=10) as c:

@@ -1,4 +1,4 @@
-"Your notebooks are the jobs: the job view, pipeline files with a swapped stage, incremental runs, on a table that is not the example."
+"Your notebooks are the jobs: job view, pipeline files with a swapped stage, incremental runs, on a non-example table."
 import json, shutil
 from pathlib import Path
 import nbformat
@@ -60,7 +60,8 @@ def test_a_swapped_stage_runs_downstream_and_jobs_run_only_their_job_view(projec
     assert m['register']['model'] == 'survived' and m['export']['parity']['passed']
     for stage in m:                                        # the executed notebooks hold the job view and nothing else
         nb = nbformat.read(run_dir/stage/'notebook.ipynb', as_version=4)
-        code = [c for c in nb.cells if c.cell_type == 'code' and 'injected-parameters' not in c.metadata.get('tags', [])]
+        code = [c for c in nb.cells
+                if c.cell_type == 'code' and 'injected-parameters' not in c.metadata.get('tags', [])]
         assert all('parameters' in c.metadata.get('tags', []) or c.source.startswith('#| job') for c in code), stage
         assert not [c.source for c in code if 'example' in c.source], stage       # nothing from the example table
     data = next(i for i in m['ingest']['inputs'] if i['role'] == 'data')

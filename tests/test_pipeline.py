@@ -18,7 +18,8 @@ def _manifest(run_dir, stage='ingest'): return json.loads((Path(run_dir)/stage/'
 def _bad_csv(path, n_bad):
     "The example table as CSV with `n_bad` rows whose tenure is not a number."
     df = example_table().with_columns(pl.col('tenure').cast(pl.String))
-    df = df.with_columns(pl.when(pl.int_range(df.height) < n_bad).then(pl.lit('soon')).otherwise('tenure').alias('tenure'))
+    df = df.with_columns(
+        pl.when(pl.int_range(df.height) < n_bad).then(pl.lit('soon')).otherwise('tenure').alias('tenure'))
     df.write_csv(path)
     return path
 
@@ -61,12 +62,14 @@ def test_run_writes_outputs_notebooks_and_manifest(tmp_path, monkeypatch):
     assert f['split']['counts']['train'] + f['split']['counts']['valid'] + f['split']['counts']['test'] == 7043
     t = _manifest(run_dir, 'train')                                       # and training read the features
     assert t['status'] == 'succeeded' and t['spec_hash'] == f['spec_hash']
-    assert {o['role'] for o in t['outputs']} >= {'checkpoint', 'last_checkpoint', 'train_metrics', 'hparams', 'learning_curves'}
+    assert {o['role'] for o in t['outputs']} >= {'checkpoint', 'last_checkpoint', 'train_metrics', 'hparams',
+                                                 'learning_curves'}
     assert set(t['metrics']['model']) == set(t['metrics']['baseline']) == {'valid', 'test'}
     e = _manifest(run_dir, 'evaluate')                                    # and evaluation read the best checkpoint
     assert e['status'] == 'succeeded'
     best = next(o for o in t['outputs'] if o['role'] == 'checkpoint')
-    assert {'role': 'checkpoint', 'sha256': best['sha256']}.items() <= next(i for i in e['inputs'] if i['role'] == 'checkpoint').items()
+    assert ({'role': 'checkpoint', 'sha256': best['sha256']}.items()
+            <= next(i for i in e['inputs'] if i['role'] == 'checkpoint').items())
     ev = json.loads((run_dir/'evaluate'/'metrics.json').read_text())
     assert set(ev['fairness']) == {'female', 'senior_citizen', 'female & senior_citizen'}
     assert ev['lineage']['run_id'] == run_dir.name and ev['lineage']['feature_spec_sha256'] == f['spec_hash']
@@ -76,12 +79,14 @@ def test_run_writes_outputs_notebooks_and_manifest(tmp_path, monkeypatch):
     x = _manifest(run_dir, 'export')                                      # the export joined features and network
     assert x['status'] == 'succeeded' and x['parity']['passed'] and x['contract_hash'] == m['contract_hash']
     model = next(o for o in x['outputs'] if o['role'] == 'model')
-    d = json.loads((run_dir/'register'/'decision.json').read_text())      # and the run was registered, through the gates
+    # and the run was registered, through the gates
+    d = json.loads((run_dir/'register'/'decision.json').read_text())
     reg = Registry(home/'registry')
     v = reg.show('churn', d['to_version'])
     assert v['run_id'] == run_dir.name and v['artifacts']['model']['sha256'] == model['sha256']
-    assert v['lineage']['feature_spec_sha256'] == f['spec_hash'] and v['metrics']['roc_auc'] == ev['metrics']['model']['roc_auc']['value']
-    assert {g['gate'] for g in d['gates']} == {'parity', 'fairness', 'latency'}          # no incumbent: absolute gates only
+    assert (v['lineage']['feature_spec_sha256'] == f['spec_hash']
+            and v['metrics']['roc_auc'] == ev['metrics']['model']['roc_auc']['value'])
+    assert {g['gate'] for g in d['gates']} == {'parity', 'fairness', 'latency'}   # no incumbent: absolute gates only
     assert d['promoted'] == all(g['passed'] for g in d['gates'])
     assert reg.history('churn')[-1]['action'] == ('promote' if d['promoted'] else 'held')
 
@@ -93,7 +98,8 @@ def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, c
     with pytest.raises(pipeline.StageFailed) as e:
         pipeline.run_pipeline({'data': str(data), 'contract': str(contract), 'target': 'churn'})
     msg = str(e.value)
-    assert '\n' not in msg and "stage 'ingest' failed in cell" in msg and 'DataError' in msg and 'above the limit' in msg
+    assert ('\n' not in msg and "stage 'ingest' failed in cell" in msg and 'DataError' in msg
+            and 'above the limit' in msg)
     run_dir = next((home/'runs').iterdir())
     m = _manifest(run_dir)
     assert m['status'] == 'failed' and m['error'] == msg
@@ -114,7 +120,8 @@ def test_failing_stage_stops_with_one_line_and_resume_finishes(home, tmp_path, c
 
 
 def test_cli_failure_exit_status_and_message(home, tmp_path, contract):
-    r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}', '-p', 'target=churn')
+    r = mlsys('run', '-p', f'data={_bad_csv(tmp_path/"b.csv", 1000)}', '-p', f'contract={contract}',
+              '-p', 'target=churn')
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]                               # after the progress lines, one line says why
     assert last.startswith("mlsys: stage 'ingest' failed in cell") and 'DataError' in last

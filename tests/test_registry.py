@@ -20,7 +20,8 @@ print(Registry(root).register('m', {'model': p}, dict(run_id=f'p{i}')))
 def test_sixteen_processes_register_at_once(tmp_path):
     "16 processes started together end with versions 1..16, each once, each with its own artifact."
     Registry(tmp_path)                                    # the schema exists before the race, as in real use
-    procs = [subprocess.Popen([sys.executable, '-c', REGISTER, str(tmp_path), str(i)], stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, '-c', REGISTER, str(tmp_path), str(i)],
+                              stdout=subprocess.PIPE, text=True)
              for i in range(16)]
     got = {}
     for i, p in enumerate(procs):
@@ -57,7 +58,7 @@ print(json.dumps([sorted(map(str, seen)), n]))
 
 
 def test_promotion_killed_at_any_point_leaves_old_or_new(tmp_path):
-    "Promotions killed with SIGKILL at random moments: the alias always names version 1 or 2, for a reader throughout and after."
+    "Promotions SIGKILLed at random moments: the alias always names version 1 or 2, for a reader throughout and after."
     reg = Registry(tmp_path)
     for i in (1, 2):
         (tmp_path/f'v{i}').write_bytes(b'%d' % i); reg.register('m', {'model': tmp_path/f'v{i}'}, {}, GOOD)
@@ -87,7 +88,8 @@ def test_cli_promote_rollback_history(home, tmp_path):
     "The command line over a real registry: held exits 3, promote and rollback move the alias, history lists them."
     reg = Registry(home/'registry')
     for i, auc in ((1, 0.80), (2, 0.81), (3, 0.60)):
-        (tmp_path/f'v{i}').write_bytes(b'%d' % i); reg.register('churn', {'model': tmp_path/f'v{i}'}, {}, GOOD | dict(roc_auc=auc))
+        (tmp_path/f'v{i}').write_bytes(b'%d' % i)
+        reg.register('churn', {'model': tmp_path/f'v{i}'}, {}, GOOD | dict(roc_auc=auc))
     assert mlsys('registry', 'promote', 'churn', '1').returncode == 0
     assert mlsys('registry', 'promote', 'churn', '2').returncode == 0
     r = mlsys('registry', 'promote', 'churn', '3')
@@ -97,7 +99,8 @@ def test_cli_promote_rollback_history(home, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)['to_version'] == 1
     assert json.loads(mlsys('registry', 'show', 'churn', 'production').stdout)['version'] == 1
     hist = json.loads(mlsys('registry', 'history', 'churn').stdout)
-    assert [(h['action'], h['to_version']) for h in hist] == [('promote', 1), ('promote', 2), ('held', 3), ('rollback', 1)]
+    assert ([(h['action'], h['to_version']) for h in hist]
+            == [('promote', 1), ('promote', 2), ('held', 3), ('rollback', 1)])
     for bad in ('../churn', '..\\churn', '%2e%2e', '/etc/passwd'):
         r = mlsys('registry', 'show', bad, '1')
         assert r.returncode == 2 and 'invalid model name' in r.stderr, r.stderr

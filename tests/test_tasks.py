@@ -1,4 +1,4 @@
-"Every kind of tabular model: a multiclass and a regression table through the pipeline, the server, batch scoring and the monitor; a user's own network through every stage."
+"Every kind of tabular model (multiclass, regression) through pipeline, server, scoring, monitor; a user's own network."
 import json, os
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,7 +52,8 @@ def task_run(request, tmp_path_factory):
 
 def _records(run, n):
     "`n` rows of the table as request records: no key, no target."
-    return [{k: v for k, v in r.items() if k not in (run.id, run.target)} for r in run.table.head(n).iter_rows(named=True)]
+    return [{k: v for k, v in r.items() if k not in (run.id, run.target)}
+            for r in run.table.head(n).iter_rows(named=True)]
 
 
 def test_the_task_is_inferred_and_recorded_in_every_stage(task_run):
@@ -87,7 +88,8 @@ def test_the_server_answers_per_task(task_run):
         else:
             values = [p['prediction'] for p in preds]
             assert all(isinstance(v, float) for v in values) and 'probability' not in preds[0]
-            assert task_run.table[task_run.target].min() / 2 < np.mean(values) < task_run.table[task_run.target].max() * 2
+            assert (task_run.table[task_run.target].min() / 2 < np.mean(values)
+                    < task_run.table[task_run.target].max() * 2)
             assert item['properties']['prediction']['type'] == 'number'
             good, bad = 120_000, 'a lot'
         exported = LoadedModel(task_run.registry.read(task_run.target, 'production'), 'as exported')
@@ -111,7 +113,8 @@ def test_batch_scoring_and_the_monitor_per_task(task_run, tmp_path):
     task_run.table.drop(task_run.target).write_csv(tmp_path/'batch.csv')
     r = mlsys('score', '--data', tmp_path/'batch.csv', '--out', tmp_path/'scored', *home)
     assert r.returncode == 0, r.stderr
-    preds, quarantine = pl.read_parquet(tmp_path/'scored'/'predictions'), pl.read_parquet(tmp_path/'scored'/'quarantine')
+    preds, quarantine = (pl.read_parquet(tmp_path/'scored'/'predictions'),
+                         pl.read_parquet(tmp_path/'scored'/'quarantine'))
     assert preds.height + quarantine.height == task_run.table.height and preds.height > 0
     if kind == 'multiclass':
         classes = sorted(task_run.table[task_run.target].drop_nulls().unique().to_list())
@@ -129,7 +132,8 @@ def test_batch_scoring_and_the_monitor_per_task(task_run, tmp_path):
     assert perf['metric'] == metric and perf['labels'] == task_run.table.height and quarantine.height == 0
     scored = task_run.table.join(preds, on=task_run.id)                # the batch scorer's answers for the same rows
     y, pred = scored[task_run.target].to_numpy(), scored['prediction'].to_numpy()
-    want = float((y == pred).mean()) if kind == 'multiclass' else 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    want = (float((y == pred).mean()) if kind == 'multiclass'
+            else 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     assert abs(perf['value'] - want) < 1e-6, (perf, want)                # the monitor's metric, computed independently
     assert perf['dropped'] == (perf['value'] < perf['reference'] - 0.05)
     assert perf['dropped'] == any(r.endswith('at registration') for r in d['reasons'])
@@ -172,10 +176,12 @@ def test_a_boolean_target_keeps_one_spelling_from_the_answer_to_the_monitor(tmp_
             rec = {k: v for k, v in row.items() if k not in ('rownames', 'gentoo')}
             p = s.client.post('/v1/predict', json=rec).json()['predictions'][0]
             assert p['prediction'] in ('true', 'false'), p
-            assert s.client.post('/v1/feedback', json={'request_id': p['request_id'], 'label': row['gentoo']}).status_code == 202
+            assert s.client.post('/v1/feedback',
+                                 json={'request_id': p['request_id'], 'label': row['gentoo']}).status_code == 202
     finally: s.stop()
     m = mlsys('monitor', '--policy', 'off', '--set', f"paths.home={tmp_path/'home'}",
               env=os.environ | {'MLSYS_DRIFT_MIN_LABELS': '50', 'MLSYS_DRIFT_MIN_ROWS': '50'})
     d = json.loads(m.stdout)
     perf = json.loads((tmp_path/'home'/'monitor'/d['window']/'report.json').read_text())['performance']
-    assert perf['labels'] == table.height and perf['value'] is not None and perf['value'] > 0.9, perf   # both classes seen
+    # both classes seen
+    assert perf['labels'] == table.height and perf['value'] is not None and perf['value'] > 0.9, perf

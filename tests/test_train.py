@@ -93,23 +93,26 @@ STAGE = textwrap.dedent('''
     from mlsys.train import run_train
     res = run_train(sys.argv[1], sys.argv[2], trials=0, max_epochs=4, batch_size=256, seed=7,
               hparams=dict(hidden=32, dropout=0.2), settings={'tracking.mode': 'offline'}, accelerator='cpu',
-              patience=100, progress=False, **({'num_nodes': 2, 'devices': 1, 'strategy': 'ddp'} if sys.argv[3] == 'nodes' else {}))
-    print('NODE', os.environ.get('GROUP_RANK'), 'OF', os.environ.get('WORLD_SIZE'), 'RESULT', 'written' if res else 'none')
+              patience=100, progress=False,
+              **({'num_nodes': 2, 'devices': 1, 'strategy': 'ddp'} if sys.argv[3] == 'nodes' else {}))
+    print('NODE', os.environ.get('GROUP_RANK'), 'OF', os.environ.get('WORLD_SIZE'),
+          'RESULT', 'written' if res else 'none')
 ''')
 
 
 def test_two_torchrun_nodes_on_loopback_match_the_single_process(run_dir, tmp_path, monkeypatch):
-    "The train stage on two nodes: two torchrun agents (`--nnodes 2`) meeting at a c10d rendezvous on loopback, gloo on CPU."
+    "The train stage on two nodes: two torchrun agents (`--nnodes 2`) at a c10d rendezvous on loopback, gloo on CPU."
     monkeypatch.setenv('MLSYS_PATHS_HOME', str(tmp_path/'home'))
     script = tmp_path/'stage.py'; script.write_text(STAGE)
     single, nodes = tmp_path/'single', tmp_path/'nodes'
     _run(script, run_dir, single, 'single')
     port = free_port()
     agents = [subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1',
-                                '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', '--rdzv-id', 'mlsys-test',
-                                '--max-restarts', '0', str(script), str(run_dir), str(nodes), 'nodes'],
-                               env={**os.environ, 'WANDB_SILENT': 'true'}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True) for _ in range(2)]
+                                '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}',
+                                '--rdzv-id', 'mlsys-test', '--max-restarts', '0',
+                                str(script), str(run_dir), str(nodes), 'nodes'],
+                               env={**os.environ, 'WANDB_SILENT': 'true'}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     logs = [a.communicate(timeout=900)[0] for a in agents]
     assert [a.returncode for a in agents] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     said = sorted(next(l for l in log.splitlines() if l.startswith('NODE')) for log in logs)
@@ -118,7 +121,10 @@ def test_two_torchrun_nodes_on_loopback_match_the_single_process(run_dir, tmp_pa
     assert abs(a['model']['valid']['roc_auc'] - b['model']['valid']['roc_auc']) < 0.01, (a, b)   # stated tolerance
     manifest = json.loads((nodes/'manifest.json').read_text())
     assert manifest['hparams'] == {'hidden': 32, 'dropout': 0.2} and manifest['task']['kind'] == 'binary'
-    checkpoints = stage_file(nodes, 'checkpoint').parent       # rank zero alone wrote: one set, one log, one tracking run
-    assert sorted(checkpoints.iterdir()) == sorted([stage_file(nodes, 'checkpoint'), stage_file(nodes, 'last_checkpoint')])
+    # rank zero alone wrote: one set, one log, one tracking run
+    checkpoints = stage_file(nodes, 'checkpoint').parent
+    assert sorted(checkpoints.iterdir()) == sorted([stage_file(nodes, 'checkpoint'),
+                                                    stage_file(nodes, 'last_checkpoint')])
     assert list(nodes.glob('**/metrics.csv')) == [stage_file(nodes, 'learning_curves')]
-    assert len(list((tmp_path/'home'/'tracking'/'wandb').glob('offline-run-*'))) == 2   # the single run's and the nodes' one
+    # the single run's and the nodes' one
+    assert len(list((tmp_path/'home'/'tracking'/'wandb').glob('offline-run-*'))) == 2

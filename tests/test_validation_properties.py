@@ -22,7 +22,8 @@ row = st.fixed_dictionaries({
     'n': st.none() | st.integers(-5, 5),
     'color': st.sampled_from(CONTRACT.columns['color'].categories),
     'flag': st.none() | st.booleans(),
-    'at': st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)).map(lambda d: d.replace(tzinfo=dt.timezone.utc)),
+    'at': st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1))
+            .map(lambda d: d.replace(tzinfo=dt.timezone.utc)),
     'note': st.none() | text.filter(lambda s: s.strip() != ''),
 })
 tables = st.lists(row, min_size=1, max_size=40).map(

@@ -24,7 +24,8 @@ def readme():
         src = ''.join(c['source']).strip()
         if c['cell_type'] == 'markdown': parts.append(src)
         elif c['cell_type'] == 'code' and not src.startswith('#| hide'): parts.append(f"```python\n{src}\n```")
-    text = "<!-- Generated from nbs/index.ipynb by tools/docs.py: edit the notebook. -->\n\n" + '\n\n'.join(parts) + '\n'
+    text = ("<!-- Generated from nbs/index.ipynb by tools/docs.py: edit the notebook. -->\n\n"
+            + '\n\n'.join(parts) + '\n')
     p = ROOT/'README.md'
     if not p.exists() or p.read_text() != text: p.write_text(text)
 
@@ -96,8 +97,8 @@ def build_without_quarto(cfg):
                 plugins=['search', {'mkdocs-jupyter': dict(include_source=False, execute=False, ignore_h1_titles=True,
                          remove_tag_config=dict(remove_input_tags=['remove_input']))}])
     (work/'mkdocs.yml').write_text(yaml.safe_dump(site, sort_keys=False))
-    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-q', '-f', str(work/'mkdocs.yml')], check=True,
-                   env=os.environ | {'NO_MKDOCS_2_WARNING': '1'})
+    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-q', '-f', str(work/'mkdocs.yml')],
+                   check=True, env=os.environ | {'NO_MKDOCS_2_WARNING': '1'})
 
 
 def main():
