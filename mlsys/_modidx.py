@@ -605,6 +605,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlsys.tasks._same_number': ('tasks.html#_same_number', 'mlsys/tasks.py'),
                              'mlsys.tasks._text': ('tasks.html#_text', 'mlsys/tasks.py'),
                              'mlsys.tasks.encode': ('tasks.html#encode', 'mlsys/tasks.py'),
+                             'mlsys.tasks.f1_from_counts': ('tasks.html#f1_from_counts', 'mlsys/tasks.py'),
                              'mlsys.tasks.f1_scores': ('tasks.html#f1_scores', 'mlsys/tasks.py'),
                              'mlsys.tasks.headline': ('tasks.html#headline', 'mlsys/tasks.py'),
                              'mlsys.tasks.infer_task': ('tasks.html#infer_task', 'mlsys/tasks.py'),

@@ -17,7 +17,7 @@ from .config import (file_record, get_settings, read_manifest, run_file, sha256_
                           write_atomic, write_parquet_atomic)
 from .data import run_columns
 from .features import FeatureSpec, OnlineFeatures, Transform, split_table
-from .tasks import EPS, HEADLINE, Task, f1_scores, log_loss, regression_metrics, roc_auc, task_from
+from .tasks import EPS, HEADLINE, Task, f1_from_counts, f1_scores, log_loss, regression_metrics, roc_auc, task_from
 from .train import (TabularData, TabularModule, TabularNet, baseline_outputs, load_network, network_class,
                          predict, run_task)
 
@@ -190,11 +190,9 @@ def multiclass_counter(y:np.ndarray,  # class indices
     loss, right = -np.log(np.clip(P[np.arange(n), y], EPS, 1)), pred == y
     orders = [score_order(P[:, i]) for i in range(len(names))] if {'roc_auc_ovr', *names} & set(keys) else []
     def counted(W:np.ndarray) -> dict[str, np.ndarray]:
-        support, predicted = label_counts(W, y, k), label_counts(W, pred, k)
-        both = support + predicted
-        f1 = np.divide(2 * label_counts(W, hits, k + 1)[:, :k], both, out=np.zeros_like(both), where=both > 0)
-        out = dict(log_loss=W @ loss / n, accuracy=W @ right / n, macro_f1=f1.mean(1),
-                   weighted_f1=(f1 * support).sum(1) / np.maximum(support.sum(1), 1))
+        macro, weighted = f1_from_counts(label_counts(W, hits, k + 1)[:, :k], label_counts(W, y, k),
+                                         label_counts(W, pred, k))
+        out = dict(log_loss=W @ loss / n, accuracy=W @ right / n, macro_f1=macro, weighted_f1=weighted)
         if orders:
             aucs = np.stack([counted_auc(*score_counts(W, y == i, *o)) for i, o in enumerate(orders)], 1)
             out |= dict(zip(names, aucs.T))

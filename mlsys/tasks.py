@@ -11,7 +11,8 @@ from scipy.stats import rankdata
 
 # %% auto #0
 __all__ = ['TASKS', 'MAX_CLASSES', 'OUTPUTS', 'HEADLINE', 'EPS', 'Task', 'task_from', 'infer_task', 'truth', 'encode', 'score_of',
-           'roc_auc', 'log_loss', 'f1_scores', 'regression_metrics', 'task_metrics', 'headline', 'monitored']
+           'roc_auc', 'log_loss', 'f1_from_counts', 'f1_scores', 'regression_metrics', 'task_metrics', 'headline',
+           'monitored']
 
 # %% ../nbs/03a_tasks.ipynb #620c81be
 TASKS = ('binary', 'multiclass', 'regression')
@@ -159,13 +160,18 @@ def log_loss(y:np.ndarray, # class indices (0/1 for binary)
     return float(-np.log(np.clip(P[np.arange(len(y)), np.asarray(y, int)], EPS, 1)).mean())
 
 # %% ../nbs/03a_tasks.ipynb #6f261639
+def f1_from_counts(hits, support, predicted) -> tuple:
+    "Macro and weighted F1 from each class's hits, true and predicted counts (classes on the last axis)."
+    both = support + predicted
+    f1 = np.divide(2 * hits, both, out=np.zeros(np.shape(both)), where=both > 0)   # neither true nor predicted: 0
+    return f1.mean(-1), (f1 * support).sum(-1) / np.maximum(support.sum(-1), 1)
+
 def f1_scores(y:np.ndarray, pred:np.ndarray, k:int) -> tuple[float, float]:
     "Macro and weighted F1 of predicted class indices over `k` classes (a class never predicted nor true scores 0)."
     cm = np.bincount(np.asarray(y, int) * k + np.asarray(pred, int), minlength=k * k).reshape(k, k)
-    tp, support = np.diag(cm).astype(float), cm.sum(1)
-    denom = cm.sum(0) + support
-    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
-    return float(f1.mean()), float((f1 * support).sum() / max(support.sum(), 1))
+    macro, weighted = f1_from_counts(np.diag(cm).astype(float), cm.sum(1), cm.sum(0))
+    return float(macro), float(weighted)
+
 
 # %% ../nbs/03a_tasks.ipynb #c25ce2be
 def regression_metrics(y:np.ndarray, v:np.ndarray) -> dict:
